@@ -1,0 +1,71 @@
+"""`optima <verb>`: the command line every Snakemake rule calls.
+
+Each verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules keep heavy imports (torch, open_clip, pandas) inside ``run`` so that ``optima --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from optima import __version__
+from optima.errors import OptimaError
+
+# verb -> (module, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "prepare": ("optima.data.prepare", "write the prepared data of one task (synthetic or official source)"),
+    "pretrain": ("optima.distill.commands.pretrain", "pre-train (or load) the CoCa teacher"),
+    "finetune": ("optima.distill.commands.finetune", "fine-tune the teacher on one task"),
+    "distill": ("optima.distill.commands.distill", "distil a student with one method (OPTIMA or a baseline)"),
+    "evaluate": ("optima.eval.commands", "evaluate a run directory on a split and write metrics.json"),
+    "collect": ("optima.paper.collect", "gather every run's metrics.json into runs.csv and summary.json"),
+    "tables": ("optima.paper.tables", "write the paper's tables from runs.csv"),
+    "figures": ("optima.paper.figures", "write the paper's figures from runs.csv and the train logs"),
+    "bench": ("optima.bench", "benchmarks that print a table (bandits, models)"),
+    "config": ("optima.config_cli", "validate a config file and print the resolved config"),
+}
+
+
+def build_parser(load_verbs: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optima", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"optima {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb, (module_name, help_text) in VERBS.items():
+        verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
+        if load_verbs:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:  # a verb whose module is not written yet
+                if exc.name and module_name.startswith(exc.name):
+                    verb_parser.set_defaults(_module=None, _missing=module_name)
+                    continue
+                raise
+            module.add_arguments(verb_parser)
+            verb_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        print(f"optima {args.verb}: not available ({getattr(args, '_missing', '?')} is missing)", file=sys.stderr)
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except OptimaError as exc:
+        print(f"optima {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"optima {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

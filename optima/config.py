@@ -1,0 +1,149 @@
+"""Load a scale's config file, apply ``key.path=value`` overrides, validate against the JSON Schema.
+
+Every error names the file and the dotted key path, e.g.
+``config/smoke.yaml: distill.windw: unknown key (allowed: ...)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from optima.errors import ConfigError
+
+TASKS = ("captions", "vqa", "snli_ve", "nlvr2")
+MODULES = ("vision", "text", "multimodal")
+
+
+def schema() -> dict:
+    text = resources.files("optima").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _dotted(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _format_error(err, source: str) -> str:
+    where = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        key = f"{where}.{extra[0]}" if err.absolute_path else extra[0]
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{source}: {key}: unknown key{hint}"
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        key = f"{where}.{missing[0]}" if err.absolute_path else missing[0]
+        return f"{source}: {key}: required key is missing"
+    return f"{source}: {where}: {err.message}"
+
+
+def validate(config: dict, source: str = "<config>") -> dict:
+    """Validate ``config`` in place-free fashion; raise ConfigError naming the first bad key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # the deepest-first message is usually the most specific one for oneOf failures, the
+        # shallowest for unknown keys; report the shallowest and count the rest
+        msg = _format_error(errors[0], source)
+        if len(errors) > 1:
+            msg += f" (and {len(errors) - 1} more problem(s))"
+        raise ConfigError(msg)
+    _check_cross_references(config, source)
+    return config
+
+
+def _check_cross_references(config: dict, source: str) -> None:
+    distill = config["distill"]
+    methods = distill["methods"]
+    for name in distill["run"]:
+        if name not in methods:
+            raise ConfigError(
+                f"{source}: distill.run: method {name!r} is not defined in distill.methods "
+                f"(defined: {', '.join(methods)})"
+            )
+    for name, method in methods.items():
+        if method["policy"] == "fixed":
+            arm = method.get("options", {}).get("arm")
+            if arm not in MODULES:
+                raise ConfigError(
+                    f"{source}: distill.methods.{name}.options.arm: must be one of {', '.join(MODULES)}, got {arm!r}"
+                )
+
+
+def apply_overrides(config: dict, overrides: Iterable[str], source: str = "--set") -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a deep copy of ``config``."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: {item!r}: expected KEY.PATH=VALUE")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = config
+        for part in parts[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{source}: {key}: unknown key {part!r}")
+            node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: {key}: {'.'.join(parts[:-1])} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return config
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """Read, override and validate a config file. Raises ConfigError naming file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping at the top level")
+    overrides = list(overrides)
+    if overrides:
+        config = apply_overrides(config, overrides)
+    return validate(config, str(path) + (" (with --set overrides)" if overrides else ""))
+
+
+def config_hash(section: Any) -> str:
+    """Stable short hash of a config section (used to refuse resuming a run from another config)."""
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def method_spec(config: dict, name: str) -> dict:
+    """Resolve a distillation method: its policy, policy options and loss weights."""
+    distill = config["distill"]
+    if name not in distill["methods"]:
+        raise ConfigError(f"distill.methods: unknown method {name!r} (defined: {', '.join(distill['methods'])})")
+    method = distill["methods"][name]
+    options = {}
+    if method["policy"] == "optima":
+        options.update(distill.get("optima") or {})
+    options.update(method.get("options") or {})
+    return {
+        "name": name,
+        "policy": method["policy"],
+        "options": options,
+        "kd_weight": method.get("kd_weight", distill.get("kd_weight", 1.0)),
+        "layer_weight": method.get("layer_weight", distill.get("layer_weight", 1.0)),
+        "temperature": method.get("temperature", distill.get("temperature", 2.0)),
+        "round_steps": method.get("round_steps", distill.get("round_steps", 10)),
+        "reward": method.get("reward", distill.get("reward", "probe")),
+        "arms": method.get("arms", distill.get("arms", "modules")),
+    }

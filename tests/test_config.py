@@ -1,0 +1,123 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from optima.config import apply_overrides, load_config, method_spec, validate
+from optima.errors import ConfigError
+
+CONFIGS = ["params.yaml", "config/smoke.yaml"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_validate(repo_root, name):
+    config = load_config(repo_root / name)
+    assert config["tasks"]
+
+
+def _write(tmp_path, config):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture()
+def smoke(repo_root):
+    return yaml.safe_load((repo_root / "config/smoke.yaml").read_text())
+
+
+def test_typo_key_names_key_and_file(tmp_path, smoke):
+    smoke["distill"]["windw"] = 3
+    path = _write(tmp_path, smoke)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "distill.windw" in str(info.value)
+    assert "unknown key" in str(info.value)
+
+
+def test_top_level_typo(tmp_path, smoke):
+    smoke["taks"] = ["vqa"]
+    with pytest.raises(ConfigError, match=r"taks: unknown key"):
+        load_config(_write(tmp_path, smoke))
+
+
+def test_wrong_type_names_key(tmp_path, smoke):
+    smoke["distill"]["steps"] = "many"
+    with pytest.raises(ConfigError, match=r"distill\.steps: 'many' is not of type 'integer'"):
+        load_config(_write(tmp_path, smoke))
+
+
+def test_missing_required_key(tmp_path, smoke):
+    del smoke["eval"]["split"]
+    with pytest.raises(ConfigError, match=r"eval\.split: required key is missing"):
+        load_config(_write(tmp_path, smoke))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("tasks", [], r"tasks: \[\] should be non-empty"),
+    ("tasks", ["vqa", "coco"], r"tasks\.1: 'coco' is not one of"),
+])
+def test_bad_task_lists(tmp_path, smoke, key, value, match):
+    smoke[key] = value
+    with pytest.raises(ConfigError, match=match):
+        load_config(_write(tmp_path, smoke))
+
+
+def test_run_names_undefined_method(tmp_path, smoke):
+    smoke["distill"]["run"] = ["optima", "optimus"]
+    with pytest.raises(ConfigError, match=r"distill\.run: method 'optimus' is not defined"):
+        load_config(_write(tmp_path, smoke))
+
+
+def test_empty_seed_list(tmp_path, smoke):
+    smoke["distill"]["seeds"] = []
+    with pytest.raises(ConfigError, match=r"distill\.seeds"):
+        load_config(_write(tmp_path, smoke))
+
+
+def test_fixed_method_needs_module_arm(tmp_path, smoke):
+    smoke["distill"]["methods"]["fixed-vision"]["options"]["arm"] = "audio"
+    with pytest.raises(ConfigError, match=r"fixed-vision\.options\.arm"):
+        load_config(_write(tmp_path, smoke))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("seed: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides(smoke):
+    out = apply_overrides(smoke, ["distill.optima.window=3", "tasks=[vqa]"])
+    assert out["distill"]["optima"]["window"] == 3 and out["tasks"] == ["vqa"]
+    assert smoke["tasks"] != ["vqa"]  # the input is not modified
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        apply_overrides(smoke, ["nope.x=1"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        apply_overrides(smoke, ["distill.steps"])
+
+
+def test_method_spec_merges_optima_options(smoke):
+    validate(smoke)
+    spec = method_spec(smoke, "optima")
+    assert spec["policy"] == "optima"
+    assert spec["options"]["window"] == smoke["distill"]["optima"]["window"]
+    finetune = method_spec(smoke, "finetune")
+    assert finetune["kd_weight"] == 0.0 and finetune["layer_weight"] == 0.0
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        method_spec(smoke, "nope")
+
+
+def test_cli_reports_config_error_with_exit_status(tmp_path, smoke):
+    smoke["distill"]["windw"] = 3
+    path = _write(tmp_path, smoke)
+    proc = subprocess.run([sys.executable, "-m", "optima", "config", "--config", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "distill.windw: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr

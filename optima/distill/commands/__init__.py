@@ -1,0 +1,1 @@
+"""The training verbs: `optima pretrain`, `optima finetune`, `optima distill`."""

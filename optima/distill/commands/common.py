@@ -1,0 +1,82 @@
+"""What every training verb shares: arguments, config, runtime, run-directory bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from optima.errors import CheckpointError
+
+
+def add_common_arguments(parser, data_help: str = "prepared data directory of the task") -> None:
+    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (dotted key, YAML value); repeatable")
+    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--out", required=True, help="run directory to write (resumed if it holds a checkpoint)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def setup(args):
+    """Load the config, start the runtime (joins torch.distributed under torchrun)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from optima.config import load_config
+    from optima.distill.runtime import init_runtime
+
+    config = load_config(args.config, args.overrides)
+    runtime_cfg = config.get("runtime", {})
+    runtime = init_runtime(runtime_cfg.get("device", "auto"), runtime_cfg.get("precision", "auto"), args.threads)
+    return config, runtime
+
+
+def read_run_info(run_dir: str | Path, expect_role: str | None = None, expect_task: str | None = None) -> dict:
+    """The run_info.json of a finished run; errors name the directory and what is wrong."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run_info.json"
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory does not exist")
+    if not info_path.is_file() or not (run_dir / "model.safetensors").is_file():
+        raise CheckpointError(f"{run_dir}: not a finished run (run_info.json or model.safetensors missing)")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{info_path}: corrupt ({exc})") from None
+    if expect_role and info.get("role") != expect_role:
+        raise CheckpointError(f"{run_dir}: expected a {expect_role} run, found a {info.get('role')} run")
+    if expect_task and info.get("task") != expect_task:
+        raise CheckpointError(f"{run_dir}: this run is for task {info.get('task')!r}, not {expect_task!r}")
+    return info
+
+
+def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict, run_info: dict,
+               metrics: dict | None) -> None:
+    """Write the run's outputs, metrics.json last: its presence means the run is complete."""
+    import yaml
+
+    from optima.io import atomic_write_json, atomic_write_text
+
+    if not runtime.is_main:
+        return
+    run_dir = Path(run_dir)
+    staging = run_dir / ".outputs.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_model(staging)
+    for item in sorted(staging.iterdir()):
+        os.replace(item, run_dir / item.name)
+    staging.rmdir()
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_json(run_dir / "run_info.json", run_info)
+    train_log.write(run_dir / "train_log.csv")
+    live = run_dir / "train_log.inprogress.csv"
+    if live.exists():
+        live.unlink()
+    if metrics is not None:
+        atomic_write_json(run_dir / "metrics.json", metrics)
+
+
+def metrics_record(run_info: dict, split: str, metrics: dict) -> dict:
+    return {"task": run_info.get("task"), "method": run_info["method"], "seed": run_info["seed"],
+            "role": run_info["role"], "split": split, "metrics": metrics}

@@ -1,0 +1,164 @@
+"""The one training loop every verb uses (pretrain, finetune, distill).
+
+The objective is an ``nn.Module`` whose parameters are exactly the trained ones and whose
+``forward(batch)`` returns a dict of named losses with the total under ``"loss"``; frozen parts (the
+teacher) are kept outside its parameters. Under torchrun it is wrapped in DistributedDataParallel.
+Callbacks (the bandit rounds of distillation) run before and after each optimisation step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from optima.distill import checkpoint as ckpt
+from optima.distill.optim import build_optimizer, build_scheduler
+from optima.distill.runtime import Runtime, rng_state, set_rng_state
+from optima.distill.sampling import to_device, training_loader
+from optima.distill.trainlog import TrainLog
+from optima.errors import CheckpointError, TrainingError
+
+
+@dataclass
+class TrainSpec:
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    @classmethod
+    def from_config(cls, section: dict) -> "TrainSpec":
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+
+
+class Callbacks(Protocol):
+    def before_step(self, step: int) -> None: ...
+    def after_step(self, step: int, losses: dict[str, float]) -> dict[str, Any]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class NoCallbacks:
+    def before_step(self, step):
+        pass
+
+    def after_step(self, step, losses):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, run_dir: str | Path, seed: int,
+        fingerprint: dict, callbacks: Callbacks | None = None, num_workers: int = 0,
+        desc: str = "train") -> TrainLog:
+    """Train ``objective`` for ``spec.steps`` steps, resuming from ``run_dir``'s latest checkpoint."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = callbacks or NoCallbacks()
+    objective.to(runtime.device)
+    optimizer = build_optimizer(objective.named_parameters(), spec.lr, spec.weight_decay)
+    scheduler = build_scheduler(optimizer, spec.warmup_steps, spec.steps)
+    log = TrainLog(run_dir / "train_log.inprogress.csv" if runtime.is_main else None)
+    modules = {"objective": objective}
+
+    start_step = 0
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None:
+        meta = ckpt.load_checkpoint(latest, modules, optimizer, scheduler)
+        changed = _diff_keys(meta.get("fingerprint"), fingerprint)
+        if changed:
+            raise CheckpointError(
+                f"{latest}: written by a different config or command (differs in: {', '.join(changed[:6])}); "
+                f"refusing to resume. Delete {run_dir / 'checkpoints'} to start over.")
+        set_rng_state(meta["rng"])
+        callbacks.load_state_dict(meta.get("callbacks") or {})
+        log.restore(meta["log_csv"])
+        start_step = int(meta["step"])
+        if runtime.is_main:
+            print(f"{desc}: resuming from {latest} (step {start_step}/{spec.steps})", flush=True)
+
+    model = objective
+    if runtime.distributed:
+        model = DistributedDataParallel(
+            objective, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+            find_unused_parameters=True)  # task heads leave CoCa's contrastive parts unused
+
+    def save(step: int) -> Path | None:
+        path = None
+        if runtime.is_main:
+            path = ckpt.save_checkpoint(
+                run_dir, step, modules, optimizer, scheduler, rng_state(),
+                {"fingerprint": fingerprint, "callbacks": callbacks.state_dict()}, log.to_csv())
+        runtime.barrier()
+        return path
+
+    loader = training_loader(dataset, spec.batch_size, seed, start_step, spec.steps,
+                             runtime.rank, runtime.world_size, num_workers)
+    objective.train()
+    bar = tqdm(total=spec.steps, initial=start_step, desc=desc, disable=not runtime.is_main,
+               mininterval=2.0, dynamic_ncols=True)
+    started, timed_examples = time.perf_counter(), 0
+    for step, batch in enumerate(loader, start=start_step):
+        batch = to_device(batch, runtime.device)
+        callbacks.before_step(step)
+        with runtime.autocast():
+            losses = model(batch)
+        values = {name: float(value.detach()) for name, value in losses.items()}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                last = ckpt.latest_checkpoint(run_dir)
+                raise TrainingError(
+                    f"{desc}: loss term {name!r} is {value} at step {step}; stopped. "
+                    f"Last good checkpoint: {last if last else 'none (no checkpoint written yet)'}")
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            objective.parameters(), spec.grad_clip if spec.grad_clip else float("inf"))
+        if not torch.isfinite(grad_norm):
+            raise TrainingError(f"{desc}: gradient norm is {float(grad_norm)} at step {step}; stopped. "
+                                f"Last good checkpoint: {ckpt.latest_checkpoint(run_dir)}")
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        timed_examples += spec.batch_size * runtime.world_size
+        extra = callbacks.after_step(step, values)
+        done = step + 1
+        if done % spec.log_every == 0 or done == spec.steps or extra:
+            elapsed = time.perf_counter() - started
+            row = {k: v for k, v in values.items() if k != "loss"}
+            log.append(step=done, lr=lr, loss=values["loss"], grad_norm=float(grad_norm),
+                       examples_per_s=round(timed_examples / max(elapsed, 1e-9), 1),
+                       elapsed_s=round(elapsed, 3), **row, **extra)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", ex_s=f"{timed_examples / max(elapsed, 1e-9):.0f}")
+        bar.update(1)
+        if done % spec.checkpoint_every == 0 and done != spec.steps:
+            save(done)
+    bar.close()
+    if start_step < spec.steps or latest is None:
+        save(spec.steps)  # the final state, so that re-running a finished command only re-evaluates
+    log.close()
+    return log

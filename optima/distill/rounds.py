@@ -1,0 +1,88 @@
+"""Bandit rounds during distillation: every ``round_steps`` steps the policy picks an arm (a module or
+a set of modules); at the end of the round the reward is measured and fed back to the policy.
+
+Reward (``distill.reward``):
+- ``probe``: relative decrement of the full distillation objective (all modules) on a fixed probe
+  batch whose teacher outputs were computed once: ``(L_before - L_after) / L_before`` (PAPER.md);
+- ``task``: the same on the probe batch's task loss only;
+- ``train``: relative decrement of the training-batch objective from the round's first to its last step.
+Under torchrun the choice is made on rank 0 and broadcast; probe losses are averaged over ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from optima.config import MODULES
+
+
+class RoundController:
+    def __init__(self, policy, arms: Sequence[tuple[str, ...]], round_steps: int, reward: str,
+                 probe_loss: Callable[[], dict[str, float]] | None, set_active: Callable[[tuple[str, ...]], None],
+                 runtime):
+        self.policy = policy
+        self.arms = list(arms)
+        self.round_steps = round_steps
+        self.reward_kind = reward
+        self.probe_loss = probe_loss
+        self.set_active = set_active
+        self.runtime = runtime
+        self.round = 0
+        self.arm: int | None = None
+        self.before: float | None = None  # probe (or first training-batch) loss at the round's start
+        self.first_train_loss: float | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _arm_label(self, arm: int | None) -> str:
+        if arm is None or arm < 0:
+            return "all"
+        return "+".join(self.arms[arm])
+
+    def _measure(self) -> float:
+        values = self.probe_loss()
+        key = "task_loss" if self.reward_kind == "task" else "loss"
+        return self.runtime.all_reduce_mean(values[key])
+
+    # -- loop callbacks ----------------------------------------------------------------------------
+    def before_step(self, step: int) -> None:
+        if step % self.round_steps != 0:
+            return
+        if self.policy.plays_all:
+            arm = -1
+        else:
+            arm = self.runtime.broadcast_object(self.policy.select() if self.runtime.is_main else None)
+        self.arm = arm
+        self.set_active(tuple(MODULES) if arm == -1 else self.arms[arm])
+        if self.reward_kind in ("probe", "task") and self.before is None:
+            self.before = self._measure()
+
+    def after_step(self, step: int, losses: dict[str, float]) -> dict:
+        if step % self.round_steps == 0:
+            self.first_train_loss = self.runtime.all_reduce_mean(losses["loss"])
+        if (step + 1) % self.round_steps != 0:
+            return {}
+        if self.reward_kind == "train":
+            before, after = self.first_train_loss, self.runtime.all_reduce_mean(losses["loss"])
+        else:
+            before, after = self.before, self._measure()
+        reward = (before - after) / max(abs(before), 1e-12)
+        if self.runtime.is_main and not self.policy.plays_all:
+            self.policy.update(self.arm, reward)
+        self.before = after if self.reward_kind in ("probe", "task") else None
+        row = {"arm": self._arm_label(self.arm), "round": self.round, "reward": reward, "probe_loss": after}
+        self.round += 1
+        return row
+
+    # -- checkpointing ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "round": self.round, "arm": self.arm, "before": self.before,
+                "first_train_loss": self.first_train_loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.policy.load_state_dict(state["policy"])
+        self.round, self.arm, self.before = state["round"], state["arm"], state["before"]
+        self.first_train_loss = state.get("first_train_loss")
+        if self.arm is not None:
+            self.set_active(tuple(MODULES) if self.arm == -1 else self.arms[self.arm])

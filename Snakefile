@@ -1,0 +1,43 @@
+# OPTIMA pipeline: prepare -> pretrain -> fine-tune teachers -> distil students -> evaluate ->
+# collect -> tables, figures (-> `snakemake --report report.html`).
+#
+#   snakemake --cores all                                  # default scale (params.yaml)
+#   snakemake --cores all --configfile config/smoke.yaml   # another scale: one complete file
+#   snakemake --cores all --config distill="{seeds: [0, 1, 2]}"   # passed to the verbs as --set
+#
+# The config is validated here, at load time, so a bad key fails before any job starts.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "params.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/paper.smk"
+
+
+localrules:
+    all,
+    collect,
+    tables,
+    figures,
+
+
+rule all:
+    """Every table and figure of the paper, and the collected metrics behind them."""
+    input:
+        runs=rules.collect.output.runs,
+        summary=rules.collect.output.summary,
+        tables=rules.tables.output.tables,
+        figures=rules.figures.output.figures,
+    default_target: True

@@ -1,0 +1,268 @@
+# Shared by all the workflow files: which config file the verbs get, load-time validation, run paths,
+# and the per-job config fingerprints. Functions only (no rules), as `snakemake --lint` asks.
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from optima.config import TASKS as KNOWN_TASKS
+from optima.config import load_config
+from optima.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Which config file the verbs read.
+#
+# Every scale file is complete, so the verbs receive ONE file: the first `--configfile` given on
+# the command line, else the `configfile:` of the Snakefile (params.yaml). Whatever else the user
+# gave Snakemake (more --configfile overlays, `--config KEY=VALUE`) is turned into the verbs'
+# `--set KEY.PATH=VALUE` arguments, so the workflow and every verb see the same config.
+# Snakemake's own `config` (params.yaml deep-merged with the overlays) is then replaced by that
+# config: a scale file that defines fewer methods than params.yaml must not inherit params.yaml's.
+# --------------------------------------------------------------------------------------------
+
+
+def _relative(path):
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _yaml_text(value, typed):
+    """`value` as one-line YAML. Snakemake parses nested `--config` values with YAML's BaseLoader,
+    so their scalars are the strings the user typed: emit those unquoted to get their YAML type back."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{k}: {_yaml_text(v, typed)}" for k, v in value.items())
+        return f"{{{items}}}"
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_yaml_text(v, typed) for v in value)
+        return f"[{items}]"
+    if isinstance(value, str) and not typed:
+        return value
+    return json.dumps(value)
+
+
+def _leaf_overrides(override, base, typed, prefix=()):
+    """Flatten an overlay mapping into (dotted key, YAML value) pairs, stopping at keys the base
+    config lacks (so a new method is passed whole: distill.methods.optima-w4={policy: optima, ...})."""
+    for key, value in override.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict) and isinstance(base, dict) and isinstance(base.get(key), dict):
+            yield from _leaf_overrides(value, base[key], typed, path)
+        else:
+            yield ".".join(path), _yaml_text(value, typed)
+
+
+def _config_source():
+    cli_files = [Path(p) for p in workflow.overwrite_configfiles]
+    base_file = cli_files[0] if cli_files else Path(workflow.configfiles[0] if workflow.configfiles else "params.yaml")
+    try:
+        base = yaml.safe_load(base_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise WorkflowError(f"{base_file}: cannot read config file: {exc}")
+    overrides = []
+    for overlay in cli_files[1:]:
+        overrides += _leaf_overrides(yaml.safe_load(overlay.read_text()) or {}, base, typed=True)
+    overrides += _leaf_overrides(dict(workflow.config_settings.config), base, typed=False)
+    return _relative(base_file), [f"{key}={value}" for key, value in overrides]
+
+
+CONFIG_FILE, CONFIG_OVERRIDES = _config_source()
+# the verbs' config arguments, shell-quoted; each job passes them on as `params.config`
+CONFIG_ARGS = " ".join(
+    [f"--config {shlex.quote(CONFIG_FILE)}"] + [f"--set {shlex.quote(item)}" for item in CONFIG_OVERRIDES]
+)
+
+try:
+    _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}")
+config.clear()
+config.update(_loaded)
+validate(config, "../schemas/config.schema.yaml")
+
+# Checks only the workflow needs: names become path components and table rows.
+RESERVED_METHODS = ("teacher", "pretrain")
+for _name in config["distill"]["run"]:
+    if _name in RESERVED_METHODS:
+        raise WorkflowError(
+            f"invalid config: {CONFIG_FILE}: distill.run: method name {_name!r} is reserved "
+            f"(run_info.json uses {', '.join(RESERVED_METHODS)} for the teachers)"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", _name):
+        raise WorkflowError(
+            f"invalid config: {CONFIG_FILE}: distill.run: method name {_name!r} must be letters, digits and _.+- "
+            "(it becomes a directory name)"
+        )
+
+TASKS = list(config["tasks"])
+METHODS = list(config["distill"]["run"])
+SEEDS = [int(s) for s in config["distill"]["seeds"]]
+SPLIT = config["eval"]["split"]
+DATA = config["paths"]["data"].rstrip("/")
+RESULTS = config["paths"]["results"].rstrip("/")
+
+
+def _logs_root(results):
+    """Logs mirror the results root: results -> logs, results/smoke -> logs/smoke."""
+    rel = _relative(results)
+    if rel == "results":
+        return "logs"
+    if rel.startswith("results/"):
+        return f"logs/{rel[len('results/'):]}"
+    return f"logs/{re.sub(r'[^A-Za-z0-9_.-]+', '_', rel).strip('_')}"
+
+
+LOGS = _logs_root(RESULTS)
+
+wildcard_constraints:
+    task="|".join(KNOWN_TASKS),  # any task, not only config["tasks"]: pretraining reads the captions data
+    split="train|val|test",
+    method="|".join(re.escape(m) for m in METHODS),
+    seed=r"\d+",
+
+# --------------------------------------------------------------------------------------------
+# Run directories (runs.md): the files of a training run that later jobs read or that are results.
+# checkpoints/ is left out on purpose: it is resume state, not a result.
+# --------------------------------------------------------------------------------------------
+RUN_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv", "metrics.json")
+
+
+def pretrain_dir():
+    return f"{RESULTS}/teachers/pretrain"
+
+
+def teacher_dir(task="{task}"):
+    return f"{RESULTS}/teachers/{task}"
+
+
+def student_dir(task="{task}", method="{method}", seed="{seed}"):
+    return f"{RESULTS}/students/{task}/{method}/seed{seed}"
+
+
+def run_outputs(run_dir):
+    """Named outputs of a training job: model=..., train_log=..., metrics=..."""
+    return {name.split(".")[0]: f"{run_dir}/{name}" for name in RUN_FILES}
+
+
+def run_dir_of(wildcards, output):
+    """A training verb's --out: the run directory holding the declared outputs."""
+    return os.path.dirname(output.model)
+
+
+def evaluated_runs():
+    """Every run directory `evaluate` scores: one teacher per task, one student per task x method x seed."""
+    runs = [teacher_dir(task) for task in TASKS]
+    runs += [student_dir(task, method, seed) for task in TASKS for method in METHODS for seed in SEEDS]
+    return runs
+
+
+def eval_metrics_files():
+    return [f"{run}/metrics_{SPLIT}.json" for run in evaluated_runs()]
+
+
+def train_logs():
+    return [f"{run}/train_log.csv" for run in evaluated_runs()]
+
+
+def pretrained_input(wildcards):
+    """A local pretrained checkpoint is an input (its change reruns the teacher); an open_clip tag is not."""
+    pretrained = config["model"].get("pretrained")
+    return [pretrained] if pretrained and os.path.exists(pretrained) else []
+
+
+def official_inputs(wildcards):
+    """At paper scale the downloaded official files of a task are the inputs of its `prepare` job."""
+    if config["data"]["source"] != "official":
+        return []
+    source = (config["data"].get("official") or {}).get(wildcards.task) or {}
+    paths = [source.get("images")]
+    for group in ("questions", "annotations"):
+        paths += list((source.get(group) or {}).values())
+    return [p for p in paths if p]
+
+
+# --------------------------------------------------------------------------------------------
+# Resources. Threads per training job default to 1: on a small CPU several single-threaded jobs
+# beat one multi-threaded job (tiny models scale badly across threads); profiles override it.
+# --------------------------------------------------------------------------------------------
+
+
+def gpus_per_job():
+    return 1 if config["runtime"].get("device") == "cuda" else 0
+
+
+def launcher(wildcards, resources):
+    """`optima`, or `torchrun ... -m optima` when a job was given several GPUs (profiles: set-resources)."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc-per-node {gpus} -m optima"
+    return "optima"
+
+
+# --------------------------------------------------------------------------------------------
+# Config fingerprints. Each job declares the config keys it reads; their values' hash is the job's
+# `params: fingerprint`, so Snakemake's `params` rerun trigger reruns exactly the jobs whose keys
+# changed (the config FILE path alone would never change). The same key lists are the DVC stages'
+# `params:` (workflow/scripts/dvc_yaml.py), so `dvc exp run -S distill.optima.window=10` retrains
+# only the students of methods that read `distill.optima`.
+# --------------------------------------------------------------------------------------------
+DATA_MODEL_KEYS = ("image_size", "tokenizer", "context_length", "num_answers")
+DISTILL_RUN_KEYS = ("methods", "run", "seeds", "optima")  # per-method keys are added by method_keys()
+
+
+def _present(section, names=None, exclude=()):
+    node = config.get(section) or {}
+    names = node.keys() if names is None else names
+    return [f"{section}.{name}" for name in names if name in node and name not in exclude]
+
+
+def _model_keys():
+    return ["seed"] + _present("data", DATA_MODEL_KEYS) + ["model"] + _present("runtime", ("device", "precision"))
+
+
+def method_keys(method):
+    keys = _present("distill", exclude=DISTILL_RUN_KEYS) + [f"distill.methods.{method}"]
+    if config["distill"]["methods"][method]["policy"] == "optima" and "optima" in config["distill"]:
+        keys.append("distill.optima")
+    return keys
+
+
+def config_keys(rule_name, wildcards):
+    """Dotted config keys a job of the named rule reads (beyond its input files)."""
+    if rule_name == "prepare":
+        return ["data"]
+    if rule_name == "pretrain":
+        return _model_keys() + ["pretrain"]
+    if rule_name == "finetune":
+        return _model_keys() + ["finetune"] + _present("eval", exclude=("split",))
+    if rule_name == "distill":
+        return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=("split",))
+    if rule_name in ("evaluate_teacher", "evaluate_student"):
+        return _present("data", DATA_MODEL_KEYS) + ["eval"] + _present("runtime", ("device", "precision"))
+    if rule_name in ("tables", "figures"):
+        return ["tasks", "distill.methods", "distill.run", "distill.seeds"]
+    return []
+
+
+def config_value(key):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def fingerprint(rule_name):
+    def _fingerprint(wildcards):
+        values = {key: config_value(key) for key in config_keys(rule_name, wildcards)}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    return _fingerprint

@@ -1,0 +1,19 @@
+rule prepare:
+    """One task's prepared data: the synthetic benchmark, or the official files converted."""
+    input:
+        official=official_inputs,
+    output:
+        data=directory(f"{DATA}/{{task}}"),
+    log:
+        f"{LOGS}/prepare/{{task}}.log",
+    params:
+        config=CONFIG_ARGS,
+        fingerprint=fingerprint("prepare"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    shell:
+        "optima prepare {wildcards.task} {params.config} --out {output.data} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,71 @@
+rule evaluate_teacher:
+    """A task's teacher scored on a split (eval.split for the tables)."""
+    input:
+        data=f"{DATA}/{{task}}",
+        model=f"{teacher_dir()}/model.safetensors",
+        model_config=f"{teacher_dir()}/model_config.json",
+    output:
+        metrics=f"{teacher_dir()}/metrics_{{split}}.json",
+    log:
+        f"{LOGS}/eval/teachers/{{task}}_{{split}}.log",
+    params:
+        config=CONFIG_ARGS,
+        fingerprint=fingerprint("evaluate_teacher"),
+        run_dir=lambda wildcards, input: os.path.dirname(input.model),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpus_per_job(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "optima evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
+        "--out {output.metrics} --threads {threads} > {log} 2>&1"
+
+
+rule evaluate_student:
+    """A student scored on a split (eval.split for the tables)."""
+    input:
+        data=f"{DATA}/{{task}}",
+        model=f"{student_dir()}/model.safetensors",
+        model_config=f"{student_dir()}/model_config.json",
+    output:
+        metrics=f"{student_dir()}/metrics_{{split}}.json",
+    log:
+        f"{LOGS}/eval/students/{{task}}/{{method}}/seed{{seed}}_{{split}}.log",
+    params:
+        config=CONFIG_ARGS,
+        fingerprint=fingerprint("evaluate_student"),
+        run_dir=lambda wildcards, input: os.path.dirname(input.model),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpus_per_job(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "optima evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
+        "--out {output.metrics} --threads {threads} > {log} 2>&1"
+
+
+rule collect:
+    """Every run's metrics in long form (runs.csv) and the primary metrics for `dvc metrics show`."""
+    input:
+        metrics=eval_metrics_files(),
+    output:
+        runs=f"{RESULTS}/eval/runs.csv",
+        summary=f"{RESULTS}/eval/summary.json",
+    log:
+        f"{LOGS}/eval/collect.log",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.runs),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    shell:
+        "optima collect --out-dir {params.out_dir} --threads {threads} {input.metrics} > {log} 2>&1"

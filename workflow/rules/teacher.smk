@@ -1,0 +1,52 @@
+rule pretrain:
+    """The CoCa teacher before fine-tuning: pre-trained on the captions data, or loaded (pretrain.mode)."""
+    input:
+        data=f"{DATA}/captions",
+        pretrained=pretrained_input,
+    output:
+        **run_outputs(pretrain_dir()),
+    log:
+        f"{LOGS}/teachers/pretrain.log",
+    params:
+        config=CONFIG_ARGS,
+        fingerprint=fingerprint("pretrain"),
+        run_dir=run_dir_of,
+        launcher=launcher,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=gpus_per_job(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.launcher} pretrain {params.config} --data {input.data} --out {params.run_dir} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule finetune:
+    """The teacher of one task, fine-tuned from the pre-trained teacher."""
+    input:
+        data=f"{DATA}/{{task}}",
+        init=f"{pretrain_dir()}/model.safetensors",
+        init_config=f"{pretrain_dir()}/model_config.json",
+    output:
+        **run_outputs(teacher_dir()),
+    log:
+        f"{LOGS}/teachers/{{task}}.log",
+    params:
+        config=CONFIG_ARGS,
+        fingerprint=fingerprint("finetune"),
+        init=lambda wildcards, input: os.path.dirname(input.init),
+        run_dir=run_dir_of,
+        launcher=launcher,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=gpus_per_job(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data} --init {params.init} "
+        "--out {params.run_dir} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,108 @@
+"""`optima prepare TASK`: write the prepared data of one task (synthetic benchmark or official files).
+
+The output directory is built in a temporary sibling and renamed into place at the end, so a failed or
+killed run never leaves a directory that looks complete. It ends with ``prepared.json``: the task, the
+source, counts per split, the hash of the data config that made it, and the file list. The same config
+gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optima.data.formats import ANSWERS_FILE, MANIFEST_FILE, SPLITS, TASKS, TOKENIZER_FILE
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", metavar="TASK", help=f"the task to prepare: {', '.join(TASKS)}")
+    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: {paths.data}/{TASK})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (dotted key, YAML value); repeatable")
+
+
+def prepared_config(task: str, config: dict) -> dict:
+    """The part of the config that determines the prepared files of ``task`` (hashed into the manifest)."""
+    data = config["data"]
+    section = {"source": data["source"], "tokenizer": data["tokenizer"], "context_length": data["context_length"]}
+    if task == "vqa":
+        section["num_answers"] = data.get("num_answers", 3129)
+    if data["source"] == "synthetic":
+        section["synthetic"] = data["synthetic"]
+    else:
+        section["official"] = (data.get("official") or {}).get(task)
+    return section
+
+
+def prepare(task: str, config: dict, out: str | Path) -> dict:
+    """Write ``task``'s prepared data to ``out`` atomically; returns the manifest."""
+    from optima.config import config_hash
+    from optima.data import official, synthetic
+    from optima.data.formats import annotation_files, build_answer_vocabulary, check_task, read_json
+    from optima.data.tokenizers import build_tokenizer
+    from optima.io import atomic_directory
+
+    check_task(task)
+    out = Path(out)
+    data = config["data"]
+    tokenizer = build_tokenizer(config)
+    with atomic_directory(out) as tmp:
+        if data["source"] == "synthetic":
+            counts = synthetic.generate(task, synthetic.SyntheticConfig.from_config(config), tmp)
+        else:
+            counts = official.assemble(task, config, tmp)
+        if task == "vqa":
+            train = tmp / annotation_files("vqa", "train")["annotations"]
+            if not train.exists():
+                from optima.errors import ConfigError
+
+                raise ConfigError("data.official.vqa.annotations.train: the answer vocabulary needs training annotations")
+            annotations = read_json(train).get("annotations", [])
+            vocab = build_answer_vocabulary(annotations, data.get("num_answers", 3129))
+            _write_json(tmp / ANSWERS_FILE, vocab)
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        if data["source"] != "synthetic":
+            _count_examples(task, tmp, counts, tokenizer, data["image_size"])
+        section = prepared_config(task, config)
+        manifest = {
+            "task": task,
+            "source": data["source"],
+            "config_hash": config_hash(section),
+            "config": section,
+            "splits": {split: counts[split] for split in SPLITS if split in counts},
+            "files": sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()),
+        }
+        _write_json(tmp / MANIFEST_FILE, manifest, indent=1)
+    return manifest
+
+
+def _write_json(path: Path, obj, indent: int | None = None) -> None:
+    import json
+
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=indent) + "\n", encoding="utf-8")
+
+
+def _count_examples(task: str, root: Path, counts: dict, tokenizer, image_size: int) -> None:
+    """Load every split through the real loaders (validating it) and record its size."""
+    from optima.data.datasets import build_dataset
+
+    for split in counts:
+        dataset = build_dataset(task, root, split, tokenizer, image_size, train=True, cache_images=False)
+        counts[split]["examples"] = len(dataset)
+
+
+def run(args) -> int:
+    import time
+
+    from optima.config import load_config
+    from optima.data.formats import check_task
+
+    check_task(args.task)
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path(config["paths"]["data"]) / args.task
+    start = time.perf_counter()
+    manifest = prepare(args.task, config, out)
+    sizes = ", ".join(f"{s} {c['examples']} examples / {c['images']} images" for s, c in manifest["splits"].items())
+    print(f"optima prepare: {args.task} ({manifest['source']}) -> {out}: {sizes} "
+          f"[{time.perf_counter() - start:.1f} s]")
+    return 0

@@ -1,0 +1,101 @@
+"""Bandit simulator and `optima bench bandits` at tiny sizes."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from optima.bandits.sim import ENVIRONMENTS, PIECEWISE_PERIOD, make_instance, regret_curve, run_benchmark
+from optima.cli import main
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_instances_are_seeded_and_shaped(env):
+    a = make_instance(env, 3, 400, seed=4)
+    b = make_instance(env, 3, 400, seed=4)
+    c = make_instance(env, 3, 400, seed=5)
+    assert a.means.shape == a.rewards.shape == (400, 3)
+    np.testing.assert_array_equal(a.rewards, b.rewards)
+    assert not np.array_equal(a.rewards, c.rewards)
+    assert np.isfinite(a.rewards).all()
+
+
+def test_environment_shapes():
+    piecewise = make_instance("piecewise", 3, 3 * PIECEWISE_PERIOD, seed=0).means
+    best = piecewise.argmax(axis=1)
+    for start in range(PIECEWISE_PERIOD, 3 * PIECEWISE_PERIOD, PIECEWISE_PERIOD):
+        assert (piecewise[start - 1] != piecewise[start]).all() and best[start - 1] != best[start]
+        assert (piecewise[start:start + PIECEWISE_PERIOD] == piecewise[start]).all()
+    stationary = make_instance("stationary", 3, 50, seed=0).means
+    assert (stationary == stationary[0]).all()
+    drifting = make_instance("drifting", 3, 600, seed=0).means
+    assert len(set(drifting.argmax(axis=1))) == 3 and drifting.min() >= 0.1 - 1e-12 and drifting.max() <= 0.9 + 1e-12
+    for seed in range(5):
+        distillation = make_instance("distillation", 3, 1000, seed=seed)
+        assert (np.diff(distillation.means, axis=0) < 0).all()  # every arm's reward decays
+        assert distillation.means[0].argmax() != distillation.means[-1].argmax()  # the best arm changes
+        assert 0.001 < distillation.means[0].max() <= 0.1
+        assert (distillation.rewards < 0).any()  # noisy rewards are sometimes negative
+
+
+def test_regret_of_oracles_and_policies():
+    instance = make_instance("piecewise", 3, 300, seed=1)
+    assert (regret_curve(("oracle", {}), instance, 0) == 0).all()
+    best_fixed = regret_curve(("best_fixed", {}), instance, 0)
+    assert (best_fixed >= 0).all() and best_fixed.sum() > 0
+    for name in ("uniform", "optima", "ucb"):
+        assert (regret_curve((name, {}), instance, 0) >= 0).all()
+    with pytest.raises(ValueError, match="every arm"):
+        regret_curve(("layerwise", {}), instance, 0)
+
+
+def test_benchmark_results_do_not_depend_on_workers():
+    specs = {"uniform": ("uniform", {}), "optima": ("optima", {}), "oracle": ("oracle", {})}
+    one = run_benchmark(specs, ["stationary", "distillation"], 3, 60, [0, 1, 2], workers=1)
+    two = run_benchmark(specs, ["stationary", "distillation"], 3, 60, [0, 1, 2], workers=2)
+    for env in one:
+        assert one[env]["optima"].shape == (3, 60)
+        for label in specs:
+            np.testing.assert_array_equal(one[env][label], two[env][label])
+
+
+def test_optima_beats_uniform_where_the_best_arm_changes():
+    specs = {"uniform": ("uniform", {}), "ts": ("ts", {}), "optima": ("optima", {})}
+    result = run_benchmark(specs, ["distillation"], 3, 400, list(range(8)))["distillation"]
+    final = {label: runs[:, -1].mean() for label, runs in result.items()}
+    assert final["optima"] < 0.6 * final["uniform"]
+    assert final["optima"] < final["ts"]
+
+
+def test_bench_cli_writes_table_and_figure(tmp_path, capsys):
+    out = tmp_path / "bench" / "bandits.png"
+    code = main(["bench", "bandits", "--rounds", "40", "--seeds", "2", "--envs", "stationary", "distillation",
+                 "--workers", "1", "--no-progress", "--out", str(out),
+                 "--policy", "uniform=uniform", "--policy", "optima-w4=optima:window=4,scale=0.5",
+                 "--policy", "oracle=oracle"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| optima-w4 |" in printed and "2 seeds, 40 rounds" in printed
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert {(r["env"], r["policy"]) for r in rows} == {(e, p) for e in ("stationary", "distillation")
+                                                       for p in ("uniform", "optima-w4", "oracle")}
+    assert next(r for r in rows if r["policy"] == "optima-w4")["spec"] == "optima:window=4,scale=0.5"
+    assert all(float(r["regret_mean"]) == 0.0 for r in rows if r["policy"] == "oracle")
+    assert "| policy | stationary | distillation |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["--policy", "o=optima:windw=3"], "unknown option 'windw' for policy 'optima'"),
+    (["--policy", "o=optima:window=0"], "'window'"),
+    (["--policy", "nolabel"], "LABEL=NAME"),
+    (["--envs", "chaotic"], "unknown environment 'chaotic'"),
+])
+def test_bench_cli_rejects_bad_input(tmp_path, capsys, argv, culprit):
+    code = main(["bench", "bandits", "--rounds", "5", "--seeds", "1", "--no-progress", "--out",
+                 str(tmp_path / "b.png"), *argv])
+    assert code == 2
+    assert culprit in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()

@@ -1,0 +1,114 @@
+"""`optima distill TASK --method M --seed S`: distil a student from the fine-tuned teacher.
+
+The student is built from the teacher through the layer map (``model.student_layers``,
+``model.layer_map``) and trained with ``task + kd_weight * KD + layer_weight * layer MSE`` over the
+modules the method's policy selects each round (``distill.methods.M``).
+"""
+
+from __future__ import annotations
+
+from optima.distill.commands.common import add_common_arguments
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
+    parser.add_argument("--method", required=True, help="a method defined in distill.methods of the config")
+    parser.add_argument("--seed", type=int, required=True, help="run seed (student training and policy)")
+    add_common_arguments(parser)
+    parser.add_argument("--teacher", required=True, help="fine-tuned teacher run directory (optima finetune --out)")
+
+
+def _probe_indices(n_train: int, size: int, data_seed: int) -> list[int]:
+    """A fixed probe batch held out of training: the same for every method and seed of a task."""
+    import torch
+
+    generator = torch.Generator().manual_seed(data_seed)
+    return torch.randperm(n_train, generator=generator)[: min(size, n_train // 4)].tolist()
+
+
+def run(args) -> int:
+    import torch
+    from torch.utils.data import Subset
+
+    from optima.bandits import make_arms, make_policy
+    from optima.config import MODULES, config_hash, method_spec
+    from optima.data.datasets import build_dataset
+    from optima.data.formats import check_task
+    from optima.data.tokenizers import load_tokenizer
+    from optima.distill.commands.common import finish_run, metrics_record, read_run_info, setup
+    from optima.distill.loop import TrainSpec, fit
+    from optima.distill.objectives import DistillationObjective
+    from optima.distill.rounds import RoundController
+    from optima.distill.runtime import seed_everything, shutdown
+    from optima.distill.sampling import fixed_batch, to_device
+    from optima.eval.evaluate import evaluate
+    from optima.models.heads import create_task_model, load_task_model, save_task_model
+    from optima.models.student import make_student
+
+    task = check_task(args.task)
+    config, runtime = setup(args)
+    method = method_spec(config, args.method)
+    read_run_info(args.teacher, expect_role="teacher", expect_task=task)
+    section, data_cfg, model_cfg = config["distill"], config["data"], config["model"]
+    seed_everything(args.seed)
+
+    tokenizer = load_tokenizer(args.data)
+    full_train = build_dataset(task, args.data, "train", tokenizer, data_cfg["image_size"], train=True,
+                               cache_images=data_cfg.get("cache_images", True))
+    probe_idx = _probe_indices(len(full_train), section.get("probe_size", 64), data_cfg["synthetic"]["seed"])
+    held_out = set(probe_idx)
+    train_set = Subset(full_train, [i for i in range(len(full_train)) if i not in held_out])
+
+    teacher = load_task_model(args.teacher).to(runtime.device)
+    student_coca, layer_map = make_student(teacher.coca, model_cfg.get("student_layers", 0.5),
+                                           model_cfg.get("layer_map"))
+    student = create_task_model(task, student_coca, getattr(full_train, "num_classes", None))
+    student.head.load_state_dict(teacher.head.state_dict())  # same widths: start from the teacher's head
+    objective = DistillationObjective(student, teacher, layer_map, method["kd_weight"], method["temperature"],
+                                      method["layer_weight"]).to(runtime.device)
+
+    callbacks = None
+    if method["policy"] != "none":
+        arms = make_arms(MODULES, method["arms"])
+        options = dict(method["options"])
+        if method["policy"] == "fixed":
+            options["arm"] = [a for a, modules in enumerate(arms) if modules == (options["arm"],)][0]
+        policy = make_policy(method["policy"], len(arms), seed=args.seed, **options)
+        probe = to_device(fixed_batch(full_train, probe_idx), runtime.device)
+        probe_teacher = objective.teacher_outputs(probe, tuple(MODULES), need_logits=True)
+
+        @torch.no_grad()
+        def probe_loss() -> dict[str, float]:
+            objective.eval()
+            try:
+                with runtime.autocast():
+                    losses = objective.compute(probe, tuple(MODULES), teacher_out=probe_teacher)
+            finally:
+                objective.train()
+            return {k: float(v) for k, v in losses.items()}
+
+        def set_active(modules):
+            objective.active = tuple(modules)
+
+        callbacks = RoundController(policy, arms, method["round_steps"], method["reward"], probe_loss,
+                                    set_active, runtime)
+    else:
+        objective.active = tuple(MODULES)
+
+    fingerprint = {"verb": "distill", "task": task, "method": method, "seed": args.seed, "distill": {
+        k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima")},
+        "model": model_cfg, "data": config_hash(data_cfg), "world_size": runtime.world_size}
+    log = fit(objective, train_set, TrainSpec.from_config(section), runtime, args.out, args.seed, fingerprint,
+              callbacks=callbacks, num_workers=config["runtime"].get("num_workers", 0),
+              desc=f"distill {task} {args.method} seed{args.seed}")
+    run_info = {"task": task, "method": args.method, "seed": args.seed, "role": "student",
+                "policy": method["policy"], "layer_map": layer_map}
+    metrics = None
+    if runtime.is_main:
+        val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
+                                cache_images=data_cfg.get("cache_images", True))
+        metrics = metrics_record(run_info, "val", evaluate(student, val_set, tokenizer, config["eval"],
+                                                           runtime.device, runtime.autocast))
+    finish_run(args.out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
+    shutdown(runtime)
+    return 0

@@ -1,0 +1,51 @@
+"""`optima finetune TASK`: fine-tune the pre-trained teacher on one task (task head from optima.models.heads)."""
+
+from __future__ import annotations
+
+from optima.distill.commands.common import add_common_arguments
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
+    add_common_arguments(parser)
+    parser.add_argument("--init", required=True, help="pre-trained teacher run directory (optima pretrain --out)")
+
+
+def run(args) -> int:
+    from optima.config import config_hash
+    from optima.data.datasets import build_dataset
+    from optima.data.formats import check_task
+    from optima.data.tokenizers import load_tokenizer
+    from optima.distill.commands.common import finish_run, metrics_record, read_run_info, setup
+    from optima.distill.loop import TrainSpec, fit
+    from optima.distill.objectives import TaskObjective
+    from optima.distill.runtime import seed_everything, shutdown
+    from optima.eval.evaluate import evaluate
+    from optima.models import load_model
+    from optima.models.heads import create_task_model, save_task_model
+
+    task = check_task(args.task)
+    config, runtime = setup(args)
+    read_run_info(args.init, expect_role="pretrain")
+    section, data_cfg = config["finetune"], config["data"]
+    seed = config["seed"]
+    seed_everything(seed)
+    tokenizer = load_tokenizer(args.data)
+    train_set = build_dataset(task, args.data, "train", tokenizer, data_cfg["image_size"], train=True,
+                              cache_images=data_cfg.get("cache_images", True))
+    coca = load_model(args.init)
+    task_model = create_task_model(task, coca, getattr(train_set, "num_classes", None))
+    fingerprint = {"verb": "finetune", "task": task, "finetune": section, "model": config["model"], "seed": seed,
+                   "data": config_hash(data_cfg), "world_size": runtime.world_size}
+    log = fit(TaskObjective(task_model), train_set, TrainSpec.from_config(section), runtime, args.out, seed,
+              fingerprint, num_workers=config["runtime"].get("num_workers", 0), desc=f"finetune {task}")
+    run_info = {"task": task, "method": "teacher", "seed": seed, "role": "teacher"}
+    metrics = None
+    if runtime.is_main:
+        val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
+                                cache_images=data_cfg.get("cache_images", True))
+        metrics = metrics_record(run_info, "val", evaluate(task_model, val_set, tokenizer, config["eval"],
+                                                           runtime.device, runtime.autocast))
+    finish_run(args.out, runtime, lambda d: save_task_model(task_model.cpu(), d), log, config, run_info, metrics)
+    shutdown(runtime)
+    return 0

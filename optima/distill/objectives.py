@@ -1,0 +1,116 @@
+"""Training objectives: ``forward(batch) -> dict`` of named losses with the total under ``"loss"``.
+
+Only trained modules are parameters of an objective; the frozen teacher is held outside the module
+tree, so DDP, the optimiser and checkpoints never see it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from optima.config import MODULES
+
+
+class TaskObjective(nn.Module):
+    """Task loss only: teacher fine-tuning, and the student trained without distillation."""
+
+    def __init__(self, task_model: nn.Module):
+        super().__init__()
+        self.model = task_model
+
+    def forward(self, batch: dict) -> dict:
+        loss = self.model.loss(self.model(batch), batch)["loss"]
+        return {"loss": loss, "task_loss": loss}
+
+
+class _Frozen:
+    """Holds a module without registering it as a submodule (not trained, not checkpointed)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module.eval().requires_grad_(False)
+
+
+class DistillationObjective(nn.Module):
+    """``task + kd_weight * prediction KD (T) + layer_weight * mean MSE over the active modules' layers``.
+
+    ``active`` is the set of modules whose layers are matched this step (chosen by the policy).
+    The teacher runs in eval mode under no_grad and computes only what the active modules and the KD
+    term need: its image tower alone for ``vision``, its text tower alone for ``text``, the full
+    forward for ``multimodal`` or KD.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, layer_map: dict[str, list[int]],
+                 kd_weight: float, temperature: float, layer_weight: float,
+                 projections: nn.Module | None = None):
+        super().__init__()
+        self.student = student
+        self.projections = projections
+        self._teacher = _Frozen(teacher)
+        self.layer_map = {m: list(layer_map[m]) for m in MODULES}
+        self.kd_weight, self.temperature, self.layer_weight = kd_weight, temperature, layer_weight
+        self.active: tuple[str, ...] = tuple(MODULES)
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher.module
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._teacher.module.eval()  # the teacher never trains, not even dropout
+        return self
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _student_layers(self, modules) -> dict[str, list[int]]:
+        return {m: list(range(len(self.layer_map[m]))) for m in modules}
+
+    def _teacher_layers(self, modules) -> dict[str, list[int]]:
+        return {m: self.layer_map[m] for m in modules}
+
+    @torch.no_grad()
+    def teacher_outputs(self, batch: dict, modules: tuple[str, ...], need_logits: bool) -> dict:
+        from optima.distill.taps import FeatureTaps
+
+        teacher = self.teacher
+        layers = self._teacher_layers(modules) if self.layer_weight > 0 else {}
+        with FeatureTaps(teacher, layers) as taps:
+            if need_logits or "multimodal" in layers:
+                logits = teacher(batch)["logits"]
+            else:
+                logits = None
+                teacher.run_towers(batch, vision="vision" in layers, text="text" in layers)
+            return {"logits": logits, "features": dict(taps.features), "masks": dict(taps.masks)}
+
+    def compute(self, batch: dict, modules: tuple[str, ...], teacher_out: dict | None = None) -> dict:
+        from optima.distill.losses import hidden_mse, prediction_kd
+        from optima.distill.taps import FeatureTaps
+
+        use_layers = self.layer_weight > 0 and len(modules) > 0
+        use_kd = self.kd_weight > 0
+        layers = self._student_layers(modules) if use_layers else {}
+        with FeatureTaps(self.student, layers) as taps:
+            outputs = self.student(batch)
+            student_features, student_masks = dict(taps.features), dict(taps.masks)
+        task = self.student.loss(outputs, batch)["loss"]
+        losses = {"task_loss": task}
+        total = task
+        if use_kd or use_layers:
+            if teacher_out is None:
+                teacher_out = self.teacher_outputs(batch, modules if use_layers else (), need_logits=use_kd)
+        if use_kd:
+            kd = prediction_kd(outputs["logits"], teacher_out["logits"], self.temperature,
+                               mask=outputs.get("logits_mask"))
+            losses["kd_loss"] = kd
+            total = total + self.kd_weight * kd
+        if use_layers:
+            mse = hidden_mse(student_features, teacher_out["features"], self.layer_map, modules,
+                             masks=student_masks, projections=self.projections)
+            losses["layer_loss"] = mse["loss"]
+            for module in modules:
+                losses[f"layer_loss_{module}"] = mse[module]
+            total = total + self.layer_weight * mse["loss"]
+        losses["loss"] = total
+        return losses
+
+    def forward(self, batch: dict) -> dict:
+        return self.compute(batch, self.active)

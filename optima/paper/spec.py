@@ -1,0 +1,156 @@
+"""What the paper's tables and figures show: task columns, display units, method names and order.
+
+Pure Python (no pandas), so the CLI and Snakemake can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from optima.config import MODULES, TASKS
+
+# Primary metric per task (runs.md); the main table adds BLEU-4 for captioning.
+PRIMARY_METRIC = {"captions": "CIDEr", "vqa": "overall", "snli_ve": "accuracy", "nlvr2": "accuracy"}
+
+TASK_NAMES = {"vqa": "VQA v2", "snli_ve": "SNLI-VE", "nlvr2": "NLVR2", "captions": "COCO captioning"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One numeric column of a table: a task's metric, shown as ``value * scale``.
+
+    Every column is shown on a 0-100-like scale, as papers print them: VQA score is already in
+    percent, accuracies and BLEU are fractions (x100), CIDEr is printed x100 (e.g. 143.6).
+    """
+
+    key: str
+    task: str
+    metric: str
+    label: str
+    scale: float
+    primary: bool  # primary metric of its task: counted in the average and in figures
+
+
+MAIN_COLUMNS: tuple[Column, ...] = (
+    Column("vqa", "vqa", "overall", "VQA score", 1.0, True),
+    Column("snli_ve", "snli_ve", "accuracy", "SNLI-VE acc.", 100.0, True),
+    Column("nlvr2", "nlvr2", "accuracy", "NLVR2 acc.", 100.0, True),
+    Column("cider", "captions", "CIDEr", "COCO CIDEr", 100.0, True),
+    Column("bleu4", "captions", "Bleu_4", "COCO BLEU-4", 100.0, False),
+)
+PRIMARY_COLUMNS = {c.task: c for c in MAIN_COLUMNS if c.primary}
+
+# Range each metric must fall in, on the scale the metric functions write (runs.md). A value
+# outside it almost always means a metric was written on the wrong scale (percent vs fraction).
+_FRACTION_METRICS = re.compile(
+    r"^(accuracy(_.+)?|consistency|Bleu_[1-4]|METEOR|ROUGE_L|SPICE)$"
+)
+METRIC_RANGES = {
+    "vqa": lambda m: (0.0, 100.0),
+    "snli_ve": lambda m: (0.0, 1.0) if _FRACTION_METRICS.match(m) else None,
+    "nlvr2": lambda m: (0.0, 1.0) if _FRACTION_METRICS.match(m) else None,
+    # CIDEr-D is bounded by 10 (its x10 factor on a cosine similarity)
+    "captions": lambda m: (0.0, 10.0) if m == "CIDEr" else ((0.0, 1.0) if _FRACTION_METRICS.match(m) else None),
+}
+
+TEACHER = "teacher"
+REFERENCE = "optima"
+
+# Display names and the paper's row order; methods not listed follow in config (or alphabetical) order.
+DISPLAY_NAMES = {
+    "teacher": "Teacher",
+    "finetune": "Student (no distillation)",
+    "kd": "Prediction KD",
+    "layerwise": "Layerwise",
+    "uniform": "Uniform",
+    "optima": "OPTIMA",
+    "fixed-vision": "Vision only",
+    "fixed-text": "Text only",
+    "fixed-multimodal": "Multimodal only",
+    "ts": "Thompson sampling",
+    "discounted_ts": "Discounted TS",
+    "sliding_window_ts": "Sliding-window TS",
+    "ucb": "UCB",
+    "exp3": "EXP3",
+}
+MAIN_ORDER = ("teacher", "finetune", "kd", "layerwise", "uniform", "optima")
+KNOWN_ORDER = tuple(DISPLAY_NAMES)
+
+# Policies whose methods are ablations of OPTIMA's module-selection policy.
+ADAPTIVE_POLICIES = ("optima", "ts", "discounted_ts", "sliding_window_ts", "ucb", "exp3")
+_ALL_POLICIES = ("none", "layerwise", "uniform", "fixed") + ADAPTIVE_POLICIES
+_NAME_POLICY = {"finetune": "none", "kd": "none"}
+
+# The single-module analysis: no distillation, each module alone, all modules (PAPER.md).
+SINGLE_MODULE_METHODS = ("finetune", *(f"fixed-{m}" for m in MODULES), "layerwise")
+
+
+def display_name(method: str) -> str:
+    return DISPLAY_NAMES.get(method, method)
+
+
+def order_methods(methods, config: dict | None = None) -> list[str]:
+    """The paper's rows first (teacher, finetune, kd, layerwise, uniform, optima), then the rest in
+    the config's ``distill.methods`` order when a config is given, else in a fixed known order,
+    then alphabetically."""
+    methods = set(methods)
+    order = list(MAIN_ORDER)
+    if config is not None:
+        order += [m for m in config["distill"]["methods"] if m not in order]
+    order += [m for m in KNOWN_ORDER if m not in order]
+    ranked = [m for m in order if m in methods]
+    return ranked + sorted(methods - set(ranked))
+
+
+def infer_policy(method: str) -> str | None:
+    """Policy of a method known only by name: ``ts`` -> ts, ``optima-w4`` -> optima,
+    ``fixed-text`` -> fixed, ``finetune`` -> none; None when the name says nothing."""
+    if method in _NAME_POLICY:
+        return _NAME_POLICY[method]
+    # longest policy name first, so "sliding_window_ts-w4" is not read as "ts"
+    for policy in sorted(_ALL_POLICIES, key=len, reverse=True):
+        if method == policy or re.match(rf"^{re.escape(policy)}[-_.]", method):
+            return policy
+    return None
+
+
+def method_policies(methods, config: dict | None = None) -> dict[str, str | None]:
+    """method -> policy, from ``distill.methods`` when a config is given, else from the name."""
+    out = {}
+    for method in methods:
+        if config is not None and method in config["distill"]["methods"]:
+            out[method] = config["distill"]["methods"][method]["policy"]
+        elif method == TEACHER:
+            out[method] = None
+        else:
+            out[method] = infer_policy(method)
+    return out
+
+
+def is_ablation(method: str, policy: str | None, reference: str = REFERENCE) -> bool:
+    return method != reference and policy in ADAPTIVE_POLICIES
+
+
+def choose_split(splits, preferred: str | None = None, source: str = "runs.csv") -> str:
+    """The split the tables and figures report: ``preferred`` when given, else test > val > train."""
+    from optima.errors import DataError
+
+    splits = set(splits)
+    if not splits:
+        raise DataError(f"{source}: holds no rows")
+    if preferred is not None:
+        if preferred not in splits:
+            raise DataError(f"{source}: no rows for split {preferred!r} (present: {', '.join(sorted(splits))})")
+        return preferred
+    for split in ("test", "val", "train"):
+        if split in splits:
+            return split
+    return sorted(splits)[0]
+
+
+__all__ = [
+    "ADAPTIVE_POLICIES", "Column", "MAIN_COLUMNS", "MODULES", "PRIMARY_COLUMNS", "PRIMARY_METRIC",
+    "REFERENCE", "SINGLE_MODULE_METHODS", "TASKS", "TASK_NAMES", "TEACHER", "choose_split",
+    "display_name", "infer_policy", "is_ablation", "method_policies", "order_methods",
+]

@@ -1,0 +1,361 @@
+"""`optima tables`: the paper's tables from ``runs.csv`` alone (seconds).
+
+- ``main``: teacher, student without distillation, prediction KD, layerwise, uniform, OPTIMA, then
+  every other method; VQA score, SNLI-VE acc., NLVR2 acc., COCO CIDEr, BLEU-4 and the average;
+  mean ± std over seeds; best student per column in bold.
+- ``comparison``: OPTIMA minus each baseline, paired by seed, with a 95 % t-interval and paired tests.
+- ``ablation``: OPTIMA against the other adaptive module-selection policies (ts, discounted_ts, ...,
+  window/discount variants), written only when such methods were run.
+
+Each is written as Markdown (.md), booktabs LaTeX (.tex) and CSV (full-precision numbers).
+"""
+
+from __future__ import annotations
+
+from optima.paper.common import add_config_arguments
+
+TABLES = {
+    "main": "Main results: every method on every task, mean ± std over seeds, best student in bold",
+    "comparison": "OPTIMA minus each baseline, paired by seed: mean difference, 95% CI, paired tests",
+    "ablation": "OPTIMA against other adaptive module-selection policies and their settings",
+}
+FORMATS = ("md", "tex", "csv")
+AVERAGE_MODES = ("displayed", "teacher_relative")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--runs", default=None, help="runs.csv from `optima collect` (default: <paths.results>/eval/runs.csv)")
+    parser.add_argument("--out-dir", default=None, help="output folder (default: <paths.results>/tables)")
+    parser.add_argument("--split", default=None,
+                        help="split to report (default: eval.split of --config when present, else test > val > train)")
+    parser.add_argument("--reference", default="optima",
+                        help="method compared against every baseline and the ablations (default: optima)")
+    parser.add_argument("--decimals", type=int, default=1,
+                        help="decimals in the main/ablation tables (the comparison table prints one more; default 1)")
+    parser.add_argument("--average", choices=AVERAGE_MODES, default="displayed",
+                        help="displayed: mean of the task columns as printed (percent, CIDEr x100); "
+                             "teacher_relative: mean over tasks of 100 * student / teacher (default: displayed)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    add_config_arguments(parser)
+
+
+def planned_tables(config: dict, reference: str = "optima") -> list[str]:
+    """File names `optima tables` writes for a config's ``distill.run`` (plus the teacher), e.g. for
+    Snakemake's output list."""
+    from optima.paper.spec import is_ablation, method_policies
+
+    methods = list(config["distill"]["run"])
+    names = ["main"]
+    if reference in methods and any(m != reference for m in methods):
+        names.append("comparison")
+    policies = method_policies(methods, config)
+    if any(is_ablation(m, policies[m], reference) for m in methods):
+        names.append("ablation")
+    return [f"{name}.{fmt}" for name in names for fmt in FORMATS]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def _fmt(value: float, decimals: int, sign: bool = False) -> str:
+    import math
+
+    if value is None or not math.isfinite(value):
+        return "–"
+    text = f"{value:+.{decimals}f}" if sign else f"{value:.{decimals}f}"
+    return text.replace("-", "−") if text.startswith("-") else text
+
+
+def _fmt_p(p: float) -> str:
+    import math
+
+    if not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _mean_std_cell(stats: dict, decimals: int, bold: bool = False):
+    from optima.paper.render import Cell
+
+    if stats["n"] == 0:
+        return Cell("–")
+    if stats["n"] == 1:
+        return Cell(_fmt(stats["mean"], decimals), bold)
+    return Cell(f"{_fmt(stats['mean'], decimals)} ± {_fmt(stats['std'], decimals)}", bold)
+
+
+def _column_stats(values) -> dict:
+    values = values.dropna()
+    n = int(len(values))
+    return {"mean": float(values.mean()) if n else float("nan"),
+            "std": float(values.std(ddof=1)) if n >= 2 else float("nan"), "n": n}
+
+
+def _seeds_text(counts) -> str:
+    counts = sorted({c for c in counts if c > 0})
+    if not counts:
+        return "0"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
+class _Data:
+    """The selected split as a seed table plus the columns, methods and notes every table shares."""
+
+    def __init__(self, runs, config, split, reference, average, log):
+        from optima.errors import DataError
+        from optima.paper.results import seed_table
+        from optima.paper.spec import MAIN_COLUMNS, TASK_NAMES, TEACHER, choose_split, order_methods
+
+        preferred = split
+        if preferred is None and config is not None and config["eval"]["split"] in set(runs["split"]):
+            preferred = config["eval"]["split"]
+        self.split = choose_split(runs["split"], preferred)
+        runs = runs[runs["split"] == self.split]
+        table = seed_table(runs, MAIN_COLUMNS)
+        self.notes: list[str] = []
+        absent_tasks = [t for t in TASK_NAMES if t not in set(runs["task"])]
+        if absent_tasks:
+            names = ", ".join(TASK_NAMES[t] for t in absent_tasks)
+            self.notes.append(f"Not in runs.csv (left out): {names}.")
+            log.info("tasks not in runs.csv, left out of the tables: %s", ", ".join(absent_tasks))
+        self.columns = [c for c in MAIN_COLUMNS if c.key in table.columns and table[c.key].notna().any()]
+        for c in MAIN_COLUMNS:
+            if c.task not in absent_tasks and c not in self.columns:
+                self.notes.append(f"{c.label}: no {c.metric} values in runs.csv (column left out).")
+        if not self.columns:
+            raise DataError(f"runs.csv: split {self.split!r} holds none of the table's metrics "
+                            f"({', '.join(sorted({f'{c.task}/{c.metric}' for c in MAIN_COLUMNS}))})")
+        self.table = table[[c.key for c in self.columns]]
+        self.methods = order_methods(self.table.index.get_level_values("method").unique(), config)
+        self.teacher = TEACHER
+        self.students = [m for m in self.methods if m != TEACHER]
+        self.reference = reference
+        self.average = self._average(average)
+
+    def _average(self, mode):
+        """Per-seed average over the primary columns (one per task); None when fewer than two tasks."""
+        primary = [c for c in self.columns if c.primary]
+        if len(primary) < 2:
+            return None
+        values = self.table[[c.key for c in primary]]
+        labels = ", ".join(c.label for c in primary)
+        if mode == "teacher_relative":
+            if self.teacher not in self.methods:
+                self.notes.append("Average: no teacher rows, so the teacher-relative average is left out.")
+                return None
+            teacher = values.loc[self.teacher].mean()
+            if teacher.isna().any() or (teacher == 0).any():
+                self.notes.append("Average: the teacher lacks a task (or scores 0), so the teacher-relative average is left out.")
+                return None
+            values = values / teacher * 100.0
+            self.notes.append(f"Average: mean over {labels} of 100 × method / teacher mean, computed per seed; "
+                              "only for methods that ran every task.")
+        else:
+            self.notes.append(f"Average: mean of {labels} as printed (BLEU-4 not counted: one column per task), "
+                              "computed per seed; only for methods that ran every task.")
+        return values.mean(axis=1, skipna=False)
+
+    def values(self, method, key):
+        """Per-seed values of one method in one column (``key`` "average" for the average)."""
+        import pandas as pd
+
+        if method not in self.methods:
+            return pd.Series(dtype=float)
+        series = self.average if key == "average" else self.table[key]
+        return series.loc[method].dropna()
+
+    def keys(self):
+        return [c.key for c in self.columns] + (["average"] if self.average is not None else [])
+
+    def labels(self):
+        return [c.label for c in self.columns] + (["Average"] if self.average is not None else [])
+
+
+_UNITS_NOTE = ("Units: VQA score, SNLI-VE and NLVR2 accuracy in percent; COCO CIDEr and BLEU-4 ×100 "
+               "(as papers print them).")
+
+
+def _mean_std_table(data: _Data, methods, decimals, title, lead_header, lead_cells, extra_notes):
+    """Rows of mean ± std cells with the best *student* per column in bold (ties at the printed
+    precision all bold); returns (Table, csv frame)."""
+    import pandas as pd
+
+    from optima.paper.render import Cell, Table
+    from optima.paper.spec import display_name
+
+    keys, labels = data.keys(), data.labels()
+    stats = {m: {k: _column_stats(data.values(m, k)) for k in keys} for m in methods}
+    best = {}
+    for key in keys:
+        printed = {m: round(stats[m][key]["mean"], decimals) for m in methods
+                   if m != data.teacher and stats[m][key]["n"] > 0}
+        best[key] = {m for m, v in printed.items() if v == max(printed.values())} if printed else set()
+    rows, records = [], []
+    for method in methods:
+        lead = lead_cells(method)
+        cells = [Cell(t or "–") for t in lead]
+        cells += [_mean_std_cell(stats[method][k], decimals, method in best[k]) for k in keys]
+        cells.append(Cell(_seeds_text(stats[method][k]["n"] for k in keys)))
+        rows.append(cells)
+        record = {"method": method, "name": display_name(method)}
+        record.update({h.lower(): t for h, t in zip(lead_header[1:], lead[1:])})
+        for key in keys:
+            s = stats[method][key]
+            record.update({f"{key}_mean": s["mean"], f"{key}_std": s["std"], f"{key}_n": s["n"],
+                           f"{key}_best": method in best[key]})
+        records.append(record)
+    header = list(lead_header) + labels + ["Seeds"]
+    notes = [f"Split: {data.split}. Cells: mean ± sample std (ddof=1) over seeds; a single seed shows its value alone.",
+             _UNITS_NOTE, *extra_notes, *data.notes]
+    rules = (0,) if methods and methods[0] == data.teacher else ()
+    table = Table(title, header, rows, "l" * len(lead_header) + "r" * (len(keys) + 1), rules, notes)
+    return table, pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+def main_table(data: _Data, decimals: int = 1):
+    from optima.paper.spec import display_name
+
+    return _mean_std_table(data, data.methods, decimals, "Main results", ["Method"],
+                           lambda m: [display_name(m)],
+                           ["Bold: best student (teacher excluded) per column; ties at the printed precision all bold."])
+
+
+def comparison_table(data: _Data, decimals: int = 2, confidence: float = 0.95):
+    """Reference minus each baseline per column, paired by seed; None when the reference or every
+    baseline is missing."""
+    import pandas as pd
+
+    from optima.paper.render import Cell, Table
+    from optima.paper.spec import display_name
+    from optima.paper.stats import WILCOXON_MIN_N, paired_difference
+
+    ref = data.reference
+    baselines = [m for m in data.students if m != ref]
+    if ref not in data.methods or not baselines:
+        return None
+    level = f"{confidence * 100:g}%"
+    rows, records, rules = [], [], []
+    for baseline in baselines:
+        for i, (key, label) in enumerate(zip(data.keys(), data.labels())):
+            d = paired_difference(data.values(ref, key), data.values(baseline, key), confidence)
+            if d["n"] == 0:
+                ci = "– (no shared seed)"
+            elif d["n"] == 1:
+                ci = "– (n < 2)"
+            else:
+                ci = f"[{_fmt(d['ci_low'], decimals, True)}, {_fmt(d['ci_high'], decimals, True)}]"
+            p_t = _fmt_p(d["p_ttest"])
+            if d["n"] >= 2 and d["note"].startswith("identical"):
+                p_t = "– (no variance)"
+            rows.append([Cell(display_name(baseline) if i == 0 else ""), Cell(label), Cell(str(d["n"])),
+                         Cell(_fmt(d["mean"], decimals, True)), Cell(ci), Cell(p_t), Cell(_fmt_p(d["p_wilcoxon"]))])
+            records.append({"reference": ref, "baseline": baseline, "column": key, "label": label,
+                            "n": d["n"], "seeds": " ".join(map(str, d["seeds"])),
+                            "reference_mean": d["reference_mean"], "baseline_mean": d["baseline_mean"],
+                            "mean_diff": d["mean"], "std_diff": d["std"], "ci_low": d["ci_low"],
+                            "ci_high": d["ci_high"], "confidence": confidence, "t": d["t"],
+                            "p_ttest": d["p_ttest"], "p_wilcoxon": d["p_wilcoxon"], "note": d["note"]})
+        rules.append(len(rows) - 1)
+    header = ["Baseline", "Metric", "n", f"Δ ({display_name(ref)} − baseline)", f"{level} CI",
+              "p (paired t)", "p (Wilcoxon)"]
+    notes = [f"Split: {data.split}. Δ: per-seed difference {display_name(ref)} − baseline on the seeds both ran "
+             f"(n), averaged; positive means {display_name(ref)} is better.",
+             f"{level} CI: t-interval of the mean difference (n − 1 degrees of freedom); p (paired t): two-sided "
+             f"scipy.stats.ttest_rel; p (Wilcoxon): two-sided signed-rank test, only when n ≥ {WILCOXON_MIN_N}. "
+             "With n < 2 no interval or test exists (–).",
+             _UNITS_NOTE, *data.notes]
+    table = Table(f"{display_name(ref)} against each baseline (paired by seed)", header, rows, "llrrrrr",
+                  tuple(rules), notes)
+    return table, pd.DataFrame.from_records(records)
+
+
+def _setting_text(config: dict | None, method: str, reference: str) -> str:
+    """A method's policy options and the training options where it differs from the reference."""
+    from optima.config import method_spec
+
+    if config is None or method not in config["distill"]["methods"]:
+        return ""
+    spec = method_spec(config, method)
+    parts = [f"{k}={v}" for k, v in sorted(spec["options"].items()) if v is not None]
+    if reference in config["distill"]["methods"] and method != reference:
+        ref_spec = method_spec(config, reference)
+        parts += [f"{k}={spec[k]}" for k in ("round_steps", "reward", "arms", "kd_weight", "layer_weight", "temperature")
+                  if spec[k] != ref_spec[k]]
+    return ", ".join(parts)
+
+
+def ablation_table(data: _Data, config: dict | None, decimals: int = 1):
+    """The reference and every other adaptive-policy method; None when there is no such method."""
+    from optima.paper.spec import display_name, is_ablation, method_policies
+
+    policies = method_policies(data.methods, config)
+    variants = [m for m in data.students if is_ablation(m, policies[m], data.reference)]
+    if not variants:
+        return None
+    methods = ([data.reference] if data.reference in data.methods else []) + variants
+    settings = {m: _setting_text(config, m, data.reference) for m in methods}
+    notes = ["Bold: best per column among these methods; ties at the printed precision all bold."]
+    if config is None:
+        notes.append("Policies inferred from the method names; pass --config to show each method's settings.")
+    table, frame = _mean_std_table(data, methods, decimals, "Ablation: module-selection policies",
+                                   ["Method", "Policy", "Setting"],
+                                   lambda m: [display_name(m), policies[m] or "", settings[m]], notes)
+    table.rules_after = (0,) if methods[0] == data.reference else ()
+    return table, frame
+
+
+def build_tables(runs, config: dict | None = None, split: str | None = None, reference: str = "optima",
+                 decimals: int = 1, average: str = "displayed", confidence: float = 0.95, log=None) -> dict:
+    """name -> (Table, csv DataFrame) or None when the table does not apply to these runs."""
+    from optima.errors import ConfigError
+    from optima.paper.common import LOG
+
+    if decimals < 0:
+        raise ConfigError(f"--decimals: must be >= 0, got {decimals}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"--confidence: must be in (0, 1), got {confidence}")
+    if average not in AVERAGE_MODES:
+        raise ConfigError(f"--average: must be one of {', '.join(AVERAGE_MODES)}, got {average!r}")
+    data = _Data(runs, config, split, reference, average, log or LOG)
+    return {
+        "main": main_table(data, decimals),
+        "comparison": comparison_table(data, decimals + 1, confidence),
+        "ablation": ablation_table(data, config, decimals),
+    }
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from optima.io import atomic_write_text
+    from optima.paper.common import LOG, load_optional_config, results_root, setup_logging
+    from optima.paper.render import render_latex, render_markdown
+    from optima.paper.results import read_runs
+
+    setup_logging("tables")
+    config = load_optional_config(args)
+    runs_path = Path(args.runs) if args.runs else results_root(config) / "eval" / "runs.csv"
+    out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "tables"
+    tables = build_tables(read_runs(runs_path), config, args.split, args.reference, args.decimals,
+                          args.average, args.confidence)
+    written = []
+    for name, built in tables.items():
+        paths = [out_dir / f"{name}.{fmt}" for fmt in FORMATS]
+        if built is None:
+            why = (f"no {args.reference!r} and baseline runs" if name == "comparison"
+                   else f"no adaptive-policy methods other than {args.reference!r}")
+            LOG.info("skipped %s table: %s in %s", name, why, runs_path)
+            for stale in paths:  # a table from an earlier run must not pass for a current one
+                if stale.exists():
+                    stale.unlink()
+                    LOG.info("removed stale %s", stale)
+            continue
+        table, frame = built
+        atomic_write_text(paths[0], render_markdown(table))
+        atomic_write_text(paths[1], render_latex(table))
+        atomic_write_text(paths[2], frame.to_csv(index=False, lineterminator="\n"))
+        written += paths
+    for path in written:
+        print(path)
+    return 0

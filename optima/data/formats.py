@@ -155,12 +155,9 @@ class ImageIndex:
 
 # ------------------------------------------------------------------------------- VQA answer vocabulary
 def answer_normalizer() -> Callable[[str], str]:
-    """The official VQA answer processing (``optima.eval.vqa.normalize_answer``), so that training
-    labels and evaluation agree; if the eval package is not installed, only case and spaces are folded."""
-    try:
-        from optima.eval.vqa import normalize_answer
-    except ImportError:
-        return lambda answer: " ".join(answer.lower().split())
+    """The official VQA answer processing, so that training labels are the strings the evaluator compares."""
+    from optima.eval.vqa import normalize_answer
+
     return normalize_answer
 
 

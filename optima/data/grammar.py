@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from optima.data.scenes import COL_NAMES, COLOURS, ROW_NAMES, SHAPES, SIZES, Obj, Scene, all_cell_names, cell_name
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight")   # counts in texts are >= 1
 PLURALS = {"square": "squares", "circle": "circles", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}
 BOX_PHRASE = "gray box"
 # relation of A to B -> phrasings; "left" means A is left of B
@@ -102,7 +102,7 @@ def join_items(items: list[str]) -> str:
 
 
 def number(n: int) -> str:
-    return NUMBER_WORDS[n]
+    return NUMBER_WORDS[n - 1]
 
 
 def noun(n: int) -> tuple[str, str]:

@@ -73,18 +73,17 @@ def assemble(task: str, config: dict, out: Path) -> dict[str, dict]:
     spec = (config["data"].get("official") or {}).get(task) or {}
     if not spec.get("images"):
         raise ConfigError(f"data.official.{task}.images: the directory of the official images is not set")
+    splits = {split: source_files(task, config, split) for split in formats.SPLITS}
+    splits = {split: sources for split, sources in splits.items() if _MAIN_ROLE[task] in sources}
+    for split, sources in splits.items():   # every configured file, before any work
+        for role, source in sources.items():
+            if not source.is_file():
+                raise ConfigError(f"data.official.{task}.{_SOURCE_KEYS[task][role]}.{split}: {source}: file not found")
     index = ImageIndex(spec["images"], recursive=True)
     image_dir = out / formats.IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict] = {}
-    for split in formats.SPLITS:
-        sources = source_files(task, config, split)
-        main = _MAIN_ROLE[task]
-        if main not in sources:
-            continue
-        for role, source in sources.items():
-            if not source.is_file():
-                raise ConfigError(f"data.official.{task}.{_SOURCE_KEYS[task][role]}.{split}: {source}: file not found")
+    for split, sources in splits.items():
         wanted = referenced_images(task, sources)
         for name, where in wanted.items():
             path = index.resolve(name, where)

@@ -47,6 +47,7 @@ def prepare(task: str, config: dict, out: str | Path) -> dict:
     data = config["data"]
     tokenizer = build_tokenizer(config)
     with atomic_directory(out) as tmp:
+        _chmod_like_mkdir(tmp)
         if data["source"] == "synthetic":
             counts = synthetic.generate(task, synthetic.SyntheticConfig.from_config(config), tmp)
         else:
@@ -74,6 +75,15 @@ def prepare(task: str, config: dict, out: str | Path) -> dict:
         }
         _write_json(tmp / MANIFEST_FILE, manifest, indent=1)
     return manifest
+
+
+def _chmod_like_mkdir(path: Path) -> None:
+    """The temporary directory is created 0700; give the final output the mode a plain mkdir gives."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
 
 
 def _write_json(path: Path, obj, indent: int | None = None) -> None:

@@ -33,7 +33,7 @@ _POSITION_JITTER = 0.06    # centre jitter as a fraction of the cell
 
 # names of grid rows and columns by grid size; a cell is named "<row> <column>" ("center" for 3x3 middle)
 ROW_NAMES = {2: ("top", "bottom"), 3: ("top", "middle", "bottom"), 4: ("top", "upper", "lower", "bottom")}
-COL_NAMES = {2: ("left", "right"), 3: ("left", "center", "right"), 4: ("far left", "left", "right", "far right")}
+COL_NAMES = {2: ("left", "right"), 3: ("left", "center", "right"), 4: ("leftmost", "left", "right", "rightmost")}
 
 
 def cell_name(row: int, col: int, grid_size: int) -> str:

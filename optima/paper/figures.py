@@ -141,7 +141,7 @@ def _dot_panels(inputs: FigureInputs, methods: list[str], title: str):
     axes[0].set_yticks(ys, [display_name(m) for m in methods])
     axes[0].set_ylim(len(methods) - 0.5, -0.5)  # first method on top
     handles = [Line2D([], [], color="0.3", marker="o", linestyle="", label="mean ± std over seeds"),
-               Line2D([], [], color="0.3", marker="o", markersize=3, alpha=0.5, linestyle="", label="one seed"),
+               Line2D([], [], color="0.3", marker="o", markersize=3, alpha=0.5, linestyle="", label="each seed"),
                Line2D([], [], color=METHOD_COLORS["teacher"], linestyle="--", label="teacher")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
     fig.suptitle(title)
@@ -156,7 +156,39 @@ def _bin_edges(steps, bins: int):
     import numpy as np
 
     n = max(1, min(bins, len(steps) // MIN_ROUNDS_PER_BIN))
-    return np.linspace(0.0, float(steps.max()), n + 1)
+    return np.linspace(0.0, max(1.0, float(steps.max())), n + 1)
+
+
+def _binned(rounds, bins: int):
+    import pandas as pd
+
+    edges = _bin_edges(rounds["step"], bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    index = pd.cut(rounds["step"], edges, include_lowest=True, labels=False)
+    return edges, pd.Series(centers[index.to_numpy(dtype=int)], index=rounds.index, name="step")
+
+
+def selection_shares(rounds, bins: int):
+    """Share of the rounds in each step bin (pooled over seeds) that chose each arm.
+
+    ``rounds``: round-end rows (step, arm). Returns (bin edges, DataFrame indexed by bin centre with
+    one column per arm in :func:`~optima.paper.style.arm_order`; rows sum to 1; empty bins left out).
+    """
+    from optima.paper.style import arm_order
+
+    edges, centre = _binned(rounds, bins)
+    counts = rounds.groupby([centre, rounds["arm"]]).size().unstack(fill_value=0)
+    counts = counts[arm_order(counts.columns)]
+    return edges, counts.div(counts.sum(axis=1), axis=0)
+
+
+def binned_rewards(rounds, bins: int):
+    """Mean reward per step bin and arm (pooled over seeds); NaN where an arm has no round in a bin."""
+    from optima.paper.style import arm_order
+
+    edges, centre = _binned(rounds, bins)
+    means = rounds.groupby([centre, rounds["arm"]])["reward"].mean().unstack()
+    return edges, means[arm_order(means.columns)]
 
 
 def _round_rows(inputs: FigureInputs, task: str):
@@ -217,10 +249,9 @@ def single_module(inputs: FigureInputs):
 
 def selection_frequency(inputs: FigureInputs):
     import numpy as np
-    import pandas as pd
 
     from optima.paper.spec import TASK_NAMES, display_name
-    from optima.paper.style import arm_color, arm_order, new_figure
+    from optima.paper.style import arm_color, new_figure
 
     per_task = {t: r for t in inputs.tasks if (r := _round_rows(inputs, t)) is not None}
     if not per_task:
@@ -228,13 +259,9 @@ def selection_frequency(inputs: FigureInputs):
     fig, axes = new_figure(len(per_task), sharey=True)
     all_arms = set()
     for ax, (task, rounds) in zip(axes, per_task.items()):
-        edges = _bin_edges(rounds["step"], inputs.bins)
-        bins = pd.cut(rounds["step"], edges, include_lowest=True, labels=False)
-        counts = rounds.groupby([bins, rounds["arm"]]).size().unstack(fill_value=0)
-        arms = arm_order(counts.columns)
-        share = counts[arms].div(counts.sum(axis=1), axis=0)
-        x = (edges[:-1] + edges[1:])[share.index.astype(int)] / 2
-        y = share.to_numpy().T
+        edges, share = selection_shares(rounds, inputs.bins)
+        arms = list(share.columns)
+        x, y = share.index.to_numpy(), share.to_numpy().T
         if len(x) == 1:  # one bin: draw it across its whole width
             x, y = edges[:2], np.repeat(y, 2, axis=1)
         ax.stackplot(x, y, colors=[arm_color(a) for a in arms], alpha=0.85, linewidth=0)
@@ -250,10 +277,8 @@ def selection_frequency(inputs: FigureInputs):
 
 
 def rewards(inputs: FigureInputs):
-    import pandas as pd
-
     from optima.paper.spec import TASK_NAMES, display_name
-    from optima.paper.style import arm_color, arm_order, new_figure
+    from optima.paper.style import arm_color, new_figure
 
     per_task = {t: r for t in inputs.tasks if (r := _round_rows(inputs, t)) is not None}
     if not per_task:
@@ -261,14 +286,13 @@ def rewards(inputs: FigureInputs):
     fig, axes = new_figure(len(per_task))
     all_arms = set()
     for ax, (task, rounds) in zip(axes, per_task.items()):
-        edges = _bin_edges(rounds["step"], inputs.bins)
-        centers = (edges[:-1] + edges[1:]) / 2
-        for arm in arm_order(rounds["arm"].unique()):
+        _, means = binned_rewards(rounds, inputs.bins)
+        for arm in means.columns:
             rows = rounds[rounds["arm"] == arm]
             color = arm_color(arm)
             ax.scatter(rows["step"], rows["reward"], s=7, color=color, alpha=0.3, linewidths=0)
-            binned = rows.groupby(pd.cut(rows["step"], edges, include_lowest=True, labels=False))["reward"].mean()
-            ax.plot(centers[binned.index.astype(int)], binned.to_numpy(), color=color, marker="o", markersize=3)
+            line = means[arm].dropna()
+            ax.plot(line.index.to_numpy(), line.to_numpy(), color=color, marker="o", markersize=3)
             all_arms.add(arm)
         ax.axhline(0.0, color="0.4", linewidth=0.8)
         ax.set_title(TASK_NAMES[task])

@@ -1,0 +1,277 @@
+"""`optima tables`: numbers equal the inputs, bolding, the paired comparison against a hand
+computation, the ablation table, missing tasks and bad runs.csv files."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from optima.cli import main
+from optima.config import load_config
+from optima.paper.tables import planned_tables
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures_paper"))
+from fake_results import make_results  # noqa: E402
+
+METHODS = ("finetune", "kd", "layerwise", "uniform", "optima", "fixed-vision", "ts", "optima-w4")
+SEEDS = (0, 1, 2)
+# column key -> (task, metric, scale), as the main table shows them
+COLUMNS = {"vqa": ("vqa", "overall", 1.0), "snli_ve": ("snli_ve", "accuracy", 100.0),
+           "nlvr2": ("nlvr2", "accuracy", 100.0), "cider": ("captions", "CIDEr", 100.0),
+           "bleu4": ("captions", "Bleu_4", 100.0)}
+PRIMARY = ("vqa", "snli_ve", "nlvr2", "cider")
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper")
+    fake = make_results(root / "results", methods=METHODS, seeds=SEEDS, logs=False)
+    assert main(["collect", "--out-dir", str(root / "eval"), *map(str, fake["metrics"])]) == 0
+    assert main(["tables", "--runs", str(root / "eval" / "runs.csv"), "--out-dir", str(root / "tables")]) == 0
+    return {"root": root, "values": fake["values"], "tables": root / "tables", "runs": root / "eval" / "runs.csv"}
+
+
+def _shown(values, method, key, seed):
+    task, metric, scale = COLUMNS[key]
+    return values[(task, method, seed)][metric] * scale
+
+
+def _md_rows(path):
+    """Markdown table rows as lists of cell strings (header and separator left out)."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def _write_runs(path, values, split="test"):
+    rows = [{"task": task, "method": method, "seed": seed, "role": "teacher" if method == "teacher" else "student",
+             "split": split, "metric": metric, "value": value}
+            for (task, method, seed), metrics in values.items() for metric, value in metrics.items()]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _tables(runs, out, *extra):
+    return main(["tables", "--runs", str(runs), "--out-dir", str(out), *extra])
+
+
+def test_writes_every_table_in_three_formats(paper):
+    names = sorted(p.name for p in paper["tables"].iterdir())
+    assert names == sorted(f"{t}.{f}" for t in ("main", "comparison", "ablation") for f in ("md", "tex", "csv"))
+
+
+def test_main_table_means_and_stds_equal_the_inputs(paper):
+    main_csv = pd.read_csv(paper["tables"] / "main.csv").set_index("method")
+    assert list(main_csv.index) == ["teacher", *METHODS]  # the paper's order, then the others
+    values = paper["values"]
+    for method in METHODS:
+        for key in COLUMNS:
+            shown = [_shown(values, method, key, s) for s in SEEDS]
+            assert main_csv.loc[method, f"{key}_mean"] == pytest.approx(np.mean(shown), rel=1e-12)
+            assert main_csv.loc[method, f"{key}_std"] == pytest.approx(np.std(shown, ddof=1), rel=1e-9)
+            assert main_csv.loc[method, f"{key}_n"] == 3
+        per_seed = [np.mean([_shown(values, method, k, s) for k in PRIMARY]) for s in SEEDS]
+        assert main_csv.loc[method, "average_mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+        assert main_csv.loc[method, "average_std"] == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
+    teacher = main_csv.loc["teacher"]
+    assert teacher["vqa_n"] == 1 and math.isnan(teacher["vqa_std"])
+    assert teacher["cider_mean"] == pytest.approx(values[("captions", "teacher", 0)]["CIDEr"] * 100)
+
+
+def test_main_markdown_cells_and_bold_best_student(paper):
+    rows = _md_rows(paper["tables"] / "main.md")
+    assert [r[0] for r in rows] == ["Teacher", "Student (no distillation)", "Prediction KD", "Layerwise", "Uniform",
+                                    "OPTIMA", "Vision only", "Thompson sampling", "optima-w4"]
+    main_csv = pd.read_csv(paper["tables"] / "main.csv").set_index("method")
+    keys = [*COLUMNS, "average"]
+    for i, key in enumerate(keys, start=1):
+        printed = {m: round(main_csv.loc[m, f"{key}_mean"], 1) for m in METHODS}
+        best = {m for m, v in printed.items() if v == max(printed.values())}
+        for row, method in zip(rows[1:], METHODS):
+            mean, std = main_csv.loc[method, f"{key}_mean"], main_csv.loc[method, f"{key}_std"]
+            text = f"{mean:.1f} ± {std:.1f}"
+            assert row[i] == (f"**{text}**" if method in best else text), (method, key)
+        assert "**" not in rows[0][i]  # the teacher is never bolded
+        assert rows[0][i] == f"{main_csv.loc['teacher', f'{key}_mean']:.1f}"  # one seed: no ± part
+    assert rows[1][-1] == "3" and rows[0][-1] == "1"  # seeds column
+
+
+def test_main_latex_is_booktabs_with_the_same_bold_cells(paper):
+    tex = (paper["tables"] / "main.tex").read_text()
+    md = (paper["tables"] / "main.md").read_text()
+    for marker in (r"\begin{tabular}{lrrrrrrr}", r"\toprule", r"\midrule", r"\bottomrule", r"\end{tabular}"):
+        assert marker in tex
+    assert tex.count(r"\textbf{") == md.count("**") // 2 > 0
+    assert r"$\pm$" in tex and "±" not in tex.split(r"\begin{tabular}")[1]
+    assert "optima-w4" in tex and r"\\" in tex
+
+
+def test_comparison_matches_a_hand_computed_paired_t_interval(paper):
+    comp = pd.read_csv(paper["tables"] / "comparison.csv")
+    assert set(comp["baseline"]) == set(METHODS) - {"optima"}
+    row = comp[(comp.baseline == "layerwise") & (comp.column == "vqa")].iloc[0]
+    d = np.array([_shown(paper["values"], "optima", "vqa", s) - _shown(paper["values"], "layerwise", "vqa", s)
+                  for s in SEEDS])
+    n, mean, sd = len(d), d.mean(), math.sqrt(((d - d.mean()) ** 2).sum() / (len(d) - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    t = mean / (sd / math.sqrt(n))
+    assert row["n"] == 3 and row["seeds"] == "0 1 2"
+    assert row["mean_diff"] == pytest.approx(mean, rel=1e-12)
+    assert row["ci_low"] == pytest.approx(mean - half, rel=1e-9)
+    assert row["ci_high"] == pytest.approx(mean + half, rel=1e-9)
+    assert row["t"] == pytest.approx(t, rel=1e-9)
+    assert row["p_ttest"] == pytest.approx(2 * stats.t.sf(abs(t), n - 1), rel=1e-9)
+    assert math.isnan(row["p_wilcoxon"]) and "no Wilcoxon" in row["note"]  # n = 3 < 6
+    md = (paper["tables"] / "comparison.md").read_text()
+    sign = lambda x: f"{x:+.2f}".replace("-", "−")  # noqa: E731
+    assert f"| {sign(mean)} | [{sign(mean - half)}, {sign(mean + half)}] |" in md
+
+
+def test_ablation_lists_adaptive_policies_only(paper):
+    abl = pd.read_csv(paper["tables"] / "ablation.csv", keep_default_na=False)
+    assert list(abl["method"]) == ["optima", "ts", "optima-w4"]
+    assert list(abl["policy"]) == ["optima", "ts", "optima"]  # inferred from the names without --config
+    assert "pass --config" in (paper["tables"] / "ablation.md").read_text()
+
+
+def test_ablation_settings_come_from_the_config(paper, tmp_path, repo_root):
+    out = tmp_path / "tables"
+    assert _tables(paper["runs"], out, "--config", str(repo_root / "params.yaml"),
+                   "--set", "distill.methods.optima-w4={policy: optima, options: {window: 4}, round_steps: 5}") == 0
+    abl = pd.read_csv(out / "ablation.csv", keep_default_na=False).set_index("method")
+    assert abl.loc["optima-w4", "setting"] == "prior_scale=1.0, scale=1.0, window=4, round_steps=5"
+    assert abl.loc["optima", "setting"] == "prior_scale=1.0, scale=1.0, window=8"
+    assert abl.loc["ts", "setting"] == ""
+
+
+def test_no_ablation_methods_skips_the_table_and_removes_a_stale_one(paper, tmp_path, caplog):
+    out = tmp_path / "tables"
+    out.mkdir()
+    (out / "ablation.md").write_text("stale")
+    values = {k: v for k, v in paper["values"].items() if k[1] in ("teacher", "finetune", "layerwise", "optima")}
+    runs = _write_runs(tmp_path / "runs.csv", values)
+    assert _tables(runs, out) == 0
+    assert not (out / "ablation.md").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.{f}" for t in ("main", "comparison")
+                                                           for f in ("md", "tex", "csv"))
+    assert "skipped ablation table" in caplog.text
+
+
+def test_missing_task_is_left_out_with_a_note(paper, tmp_path):
+    values = {k: v for k, v in paper["values"].items() if k[0] != "captions"}
+    assert _tables(_write_runs(tmp_path / "runs.csv", values), tmp_path / "t") == 0
+    md = (tmp_path / "t" / "main.md").read_text()
+    assert "CIDEr" not in md.split("\n- ")[0] and "BLEU-4" not in md.split("\n- ")[0]
+    assert "Not in runs.csv (left out): COCO captioning." in md
+    main_csv = pd.read_csv(tmp_path / "t" / "main.csv").set_index("method")
+    assert "cider_mean" not in main_csv.columns
+    per_seed = [np.mean([_shown(paper["values"], "optima", k, s) for k in ("vqa", "snli_ve", "nlvr2")]) for s in SEEDS]
+    assert main_csv.loc["optima", "average_mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+
+
+def test_single_task_has_no_average_column(paper, tmp_path):
+    values = {k: v for k, v in paper["values"].items() if k[0] == "vqa"}
+    assert _tables(_write_runs(tmp_path / "runs.csv", values), tmp_path / "t") == 0
+    assert "Average" not in _md_rows(tmp_path / "t" / "main.md")[0] and "average_mean" not in (
+        tmp_path / "t" / "main.csv").read_text()
+
+
+def test_teacher_relative_average(paper, tmp_path):
+    assert _tables(paper["runs"], tmp_path / "t", "--average", "teacher_relative") == 0
+    main_csv = pd.read_csv(tmp_path / "t" / "main.csv").set_index("method")
+    v = paper["values"]
+    per_seed = [np.mean([100 * _shown(v, "uniform", k, s) / _shown(v, "teacher", k, 0) for k in PRIMARY]) for s in SEEDS]
+    assert main_csv.loc["uniform", "average_mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+    assert main_csv.loc["teacher", "average_mean"] == pytest.approx(100.0)
+
+
+# ---------------------------------------------------------------- small hand-made runs.csv files
+
+def _vqa(values_by_method):
+    """{method: [score per seed]} -> values dict for the vqa task (seed = list position; None = not run)."""
+    return {("vqa", m, s): {"overall": x} for m, xs in values_by_method.items() for s, x in enumerate(xs)
+            if x is not None}
+
+
+def test_ties_at_printed_precision_are_all_bold(tmp_path):
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({"teacher": [80.0], "layerwise": [70.02, 70.04],
+                                                    "optima": [70.01, 70.07], "uniform": [60.0, 61.0]}))
+    assert _tables(runs, tmp_path / "t") == 0
+    cells = {r[0]: r[1] for r in _md_rows(tmp_path / "t" / "main.md")}
+    assert cells["Layerwise"] == "**70.0 ± 0.0**" and cells["OPTIMA"] == "**70.0 ± 0.0**"
+    assert cells["Uniform"] == "60.5 ± 0.7" and cells["Teacher"] == "80.0"
+
+
+def test_fewer_than_two_shared_seeds_gives_no_interval(tmp_path):
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({"optima": [70.0, 71.0, None], "layerwise": [69.0, None, None],
+                                                    "uniform": [None, None, 68.0]}))
+    assert _tables(runs, tmp_path / "t") == 0
+    comp = pd.read_csv(tmp_path / "t" / "comparison.csv").set_index("baseline")
+    assert comp.loc["layerwise", "n"] == 1 and comp.loc["layerwise", "mean_diff"] == pytest.approx(1.0)
+    assert math.isnan(comp.loc["layerwise", "ci_low"]) and math.isnan(comp.loc["layerwise", "p_ttest"])
+    assert comp.loc["uniform", "n"] == 0 and math.isnan(comp.loc["uniform", "mean_diff"])
+    rows = {r[0]: r for r in _md_rows(tmp_path / "t" / "comparison.md")}
+    assert rows["Layerwise"][4] == "– (n < 2)" and rows["Layerwise"][5] == "–"
+    assert rows["Uniform"][4] == "– (no shared seed)"
+
+
+def test_identical_differences_and_wilcoxon_from_six_seeds(tmp_path):
+    optima = [70.0, 71.5, 69.0, 72.0, 70.5, 71.0]
+    layerwise = [x - d for x, d in zip(optima, [0.5, 1.2, -0.3, 0.9, 0.4, 1.1])]
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({"optima": optima, "layerwise": layerwise,
+                                                    "uniform": [x - 0.25 for x in optima]}))
+    assert _tables(runs, tmp_path / "t") == 0
+    comp = pd.read_csv(tmp_path / "t" / "comparison.csv").set_index("baseline")
+    d = np.array(optima) - np.array(layerwise)
+    assert comp.loc["layerwise", "n"] == 6
+    assert comp.loc["layerwise", "p_wilcoxon"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert comp.loc["layerwise", "p_ttest"] == pytest.approx(stats.ttest_rel(optima, layerwise).pvalue)
+    assert comp.loc["uniform", "ci_low"] == pytest.approx(0.25) == comp.loc["uniform", "ci_high"]
+    assert "identical difference" in comp.loc["uniform", "note"]
+    rows = {r[0]: r for r in _md_rows(tmp_path / "t" / "comparison.md")}
+    assert rows["Uniform"][5] == "– (no variance)"
+
+
+def test_split_choice(tmp_path):
+    values = _vqa({"optima": [70.0, 71.0], "layerwise": [69.0, 69.5]})
+    test = pd.read_csv(_write_runs(tmp_path / "a.csv", values))
+    val = pd.read_csv(_write_runs(tmp_path / "b.csv", {k: {"overall": 10.0} for k in values}, split="val"))
+    runs = tmp_path / "runs.csv"
+    pd.concat([val, test]).to_csv(runs, index=False)
+    assert _tables(runs, tmp_path / "t") == 0
+    assert "70.5 ± 0.7" in (tmp_path / "t" / "main.md").read_text()  # test preferred over val
+    assert _tables(runs, tmp_path / "v", "--split", "val") == 0
+    assert "10.0 ± 0.0" in (tmp_path / "v" / "main.md").read_text()
+    assert _tables(runs, tmp_path / "x", "--split", "train") == 2
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda df: df.drop(columns=["metric"]), "missing column(s) metric"),
+    (lambda df: df.assign(value=df["value"].astype(object).where(df.index != 2, "n/a")), "line 4: value must be a finite number"),
+    (lambda df: df.assign(seed=df["seed"].astype(object).where(df.index != 0, "x")), "line 2: seed must be"),
+    (lambda df: df.assign(task=df["task"].where(df.index != 1, "gqa")), "line 3: task must be one of"),
+    (lambda df: pd.concat([df, df.iloc[[0]]]), "duplicate row"),
+    (lambda df: df.iloc[0:0], "holds no rows"),
+])
+def test_bad_runs_csv_names_file_and_line(tmp_path, capsys, edit, message):
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({"optima": [70.0, 71.0], "layerwise": [69.0, 69.5]}))
+    edit(pd.read_csv(runs)).to_csv(runs, index=False)
+    assert _tables(runs, tmp_path / "t") == 2
+    err = capsys.readouterr().err
+    assert str(runs) in err and message in err, err
+    assert not (tmp_path / "t").exists()
+
+
+def test_missing_runs_csv(tmp_path, capsys):
+    assert _tables(tmp_path / "nope.csv", tmp_path / "t") == 2
+    assert "runs file not found" in capsys.readouterr().err
+
+
+def test_planned_tables_for_the_shipped_configs(repo_root):
+    config = load_config(repo_root / "params.yaml")
+    assert planned_tables(config) == [f"{t}.{f}" for t in ("main", "comparison") for f in ("md", "tex", "csv")]
+    config["distill"]["run"] = ["finetune", "optima", "ts"]
+    assert planned_tables(config)[-3:] == ["ablation.md", "ablation.tex", "ablation.csv"]

@@ -69,8 +69,12 @@ def caption_scores(
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
-    gts = _tokenize({i: references[i] for i in references})
-    res = _tokenize({i: [predictions[i]] for i in references})
+    # One tokenizer JVM for both sides (COCOEvalCap starts two); PTB tokenizes line by line, so the
+    # tokens are the same.
+    tokenized = _tokenize({**{("ref", i): list(references[i]) for i in references},
+                           **{("pred", i): [predictions[i]] for i in references}})
+    gts = {i: tokenized[("ref", i)] for i in references}
+    res = {i: tokenized[("pred", i)] for i in references}
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
@@ -82,12 +86,9 @@ def caption_scores(
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     if _spice_can_run(spice):
-        from pycocoevalcap.spice.spice import Spice
-
-        try:
-            scores["SPICE"] = float(Spice().compute_score(gts, res)[0])
-        except (OSError, subprocess.SubprocessError, ValueError) as error:
-            _warn_spice_skipped(f"the SPICE jar failed ({error})")
+        spice_score = _run_spice(gts, res)
+        if spice_score is not None:
+            scores["SPICE"] = spice_score
     return scores
 
 
@@ -118,16 +119,15 @@ def coco_caption_scores(
         run_spice = _spice_can_run(spice)
         # evaluate() hard-codes SPICE (whose constructor downloads CoreNLP); swap it for a no-op
         # scorer when SPICE must not run, and drop its placeholder value afterwards.
-        spice_scorer = coco_eval.Spice if run_spice else _NoSpice
+        no_spice = contextlib.nullcontext() if run_spice else _patched(coco_eval, "Spice", _NoSpice)
         try:
-            with _patched(coco_eval, "Spice", spice_scorer):
+            with no_spice:
                 evaluator.evaluate()
         except (OSError, subprocess.SubprocessError, ValueError) as error:
-            if not run_spice:
+            # SPICE is the last scorer: when it fails, every other metric is already computed.
+            if not run_spice or not set(CAPTION_METRICS) <= set(evaluator.eval):
                 raise
             _warn_spice_skipped(f"the SPICE jar failed ({error})")
-            with _patched(coco_eval, "Spice", _NoSpice):
-                evaluator.evaluate()
             run_spice = False
     logger.debug("COCOEvalCap output:\n%s", log.getvalue())
     names = CAPTION_METRICS + (("SPICE",) if run_spice else ())
@@ -167,6 +167,17 @@ def _spice_can_run(spice: str) -> bool:
     if not ready:
         _warn_spice_skipped(reason)
     return ready
+
+
+def _run_spice(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float | None:
+    """SPICE of tokenized captions, or None (with the one warning) when the SPICE jar fails."""
+    from pycocoevalcap.spice.spice import Spice
+
+    try:
+        return float(Spice().compute_score(gts, res)[0])
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        _warn_spice_skipped(f"the SPICE jar failed ({error})")
+        return None
 
 
 def _warn_spice_skipped(reason: str) -> None:
@@ -211,10 +222,10 @@ def _tokenize(captions: Mapping[Any, list[str]]) -> dict[Any, list[str]]:
 
     flat = {i: [{"caption": " ".join(c.split())} for c in caps] for i, caps in captions.items()}
     tokenized = PTBTokenizer().tokenize(flat)
-    for image_id, caps in captions.items():
-        got = len(tokenized.get(image_id, []))
+    for key, caps in captions.items():
+        got = len(tokenized.get(key, []))
         if got != len(caps):
-            raise DataError(f"PTB tokenizer returned {got} caption(s) for image id {image_id!r} instead "
+            raise DataError(f"PTB tokenizer returned {got} caption(s) for {key!r} instead "
                             f"of {len(caps)}; a caption probably holds a character Java treats as a "
                             "line break")
     return tokenized

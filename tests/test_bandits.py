@@ -88,7 +88,7 @@ def test_load_state_dict_rejects_other_policy_or_options():
 
 # ---------------------------------------------------------------------- hand-computed statistics
 def test_round_window_statistics_by_hand():
-    policy = make_policy("optima", 3, 0, window=3)  # window over the last 3 rounds
+    policy = make_policy("optima", 3, 0, window=3, window_unit="rounds", scale=1.0)  # the last 3 rounds
     for arm, reward in [(0, 1.0), (1, 2.0), (0, 3.0), (2, 4.0), (2, 5.0)]:
         policy.update(arm, reward)
     # left in the window: (0, 3.0), (2, 4.0), (2, 5.0) -- arm 1 has no recent reward

@@ -99,3 +99,11 @@ def test_bench_cli_rejects_bad_input(tmp_path, capsys, argv, culprit):
     assert code == 2
     assert culprit in capsys.readouterr().err
     assert not (tmp_path / "b.png").exists()
+
+
+def test_timescale_stretches_the_changes():
+    fast = make_instance("piecewise", 3, 300, seed=0, timescale=0.5).means
+    changes = np.flatnonzero((np.diff(fast, axis=0) != 0).any(axis=1)) + 1
+    assert list(changes) == [75, 150, 225]
+    with pytest.raises(ValueError, match="timescale"):
+        make_instance("drifting", 3, 10, seed=0, timescale=0.0)

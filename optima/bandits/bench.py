@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=_positive, default=1000, help="rounds per run (default: %(default)s)")
     parser.add_argument("--seeds", type=_positive, default=20, help="environment instances (and policy seeds) per environment (default: %(default)s)")
     parser.add_argument("--arms", type=_positive, default=3, help="number of arms (default: %(default)s, the three CoCa modules)")
+    parser.add_argument("--timescale", type=_positive_float, default=1.0,
+                        help="multiply every environment's change period and decay time (default: %(default)s)")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), metavar="ENV",
                         help=f"environments (default: all: {' '.join(DEFAULT_ENVS)})")
     parser.add_argument("--policy", action="append", metavar="LABEL=NAME[:KEY=VALUE,...]", dest="policies",
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     specs = parse_policies(args.policies or list(DEFAULT_POLICIES), args.arms)
     start = time.perf_counter()
     curves = run_benchmark(specs, list(args.envs), args.arms, args.rounds, list(range(args.seeds)),
-                           workers=args.workers, progress=not args.no_progress)
+                           workers=args.workers, progress=not args.no_progress, timescale=args.timescale)
     elapsed = time.perf_counter() - start
 
     rows = []
@@ -59,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
             name, options = specs[label]
             rows.append({
                 "env": env, "policy": label, "spec": format_spec(name, options), "arms": args.arms,
-                "rounds": args.rounds, "seeds": args.seeds, "regret_mean": float(final.mean()),
+                "rounds": args.rounds, "seeds": args.seeds, "timescale": args.timescale, "regret_mean": float(final.mean()),
                 "regret_std": float(final.std(ddof=1)) if len(final) > 1 else 0.0,
                 "regret_sem": float(final.std(ddof=1) / np.sqrt(len(final))) if len(final) > 1 else 0.0,
             })
     header = (f"Final cumulative pseudo-regret, mean ± std over {args.seeds} seeds, {args.rounds} rounds, "
-              f"{args.arms} arms ({elapsed:.1f} s, {args.workers} worker(s))")
+              f"{args.arms} arms, timescale {args.timescale:g} ({elapsed:.1f} s, {args.workers} worker(s))")
     markdown = header + "\n\n" + markdown_table(rows, list(curves), list(specs)) + "\n"
     print(markdown, end="")
     write_outputs(args.out, rows, markdown, curves)
@@ -116,10 +118,17 @@ def format_spec(name: str, options: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- outputs
 def markdown_table(rows: list[dict[str, Any]], envs: list[str], labels: list[str]) -> str:
-    cell = {(r["env"], r["policy"]): f"{r['regret_mean']:.3g} ± {r['regret_std']:.2g}" for r in rows}
+    cell = {(r["env"], r["policy"]): _mean_std(r["regret_mean"], r["regret_std"]) for r in rows}
     lines = ["| policy | " + " | ".join(envs) + " |", "|---" * (len(envs) + 1) + "|"]
     lines += ["| " + label + " | " + " | ".join(cell[(env, label)] for env in envs) + " |" for label in labels]
     return "\n".join(lines)
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """Both to the decimals that three significant digits of the mean need (no exponents)."""
+    magnitude = max(abs(mean), abs(std))
+    decimals = 0 if magnitude >= 100 else 1 if magnitude >= 10 else 2 if magnitude >= 1 else 3
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def write_outputs(out: Path, rows: list[dict[str, Any]], markdown: str, curves) -> None:
@@ -156,7 +165,7 @@ def regret_figure(curves, fmt: str = "png") -> bytes:
             mean = runs.mean(axis=0)
             sem = runs.std(axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(mean)
             x = np.arange(1, len(mean) + 1)
-            style = {"linewidth": 2.2} if label.startswith("optima") else {"linewidth": 1.2}
+            style = {"linewidth": 2.4, "color": "black"} if label == "optima" else {"linewidth": 1.2}
             if label in ("oracle", "best_fixed"):
                 style["linestyle"] = "--"
             (line,) = ax.plot(x, mean, label=label, **style)
@@ -174,6 +183,13 @@ def regret_figure(curves, fmt: str = "png") -> bytes:
     fig.savefig(buffer, format=fmt, dpi=120)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -7,7 +7,7 @@ are not noise of the environment. The pseudo-regret of a round is the best mean 
 minus the mean of the arm played.
 
 Environments (time scales are in rounds and do not depend on the horizon, so a policy's options
-mean the same at any horizon):
+mean the same at any horizon; ``timescale`` multiplies every period and decay time below):
 
 - ``stationary``: means uniform in [0, 1], fixed; noise std 0.5.
 - ``piecewise``: new means uniform in [0, 1] every ``period`` (150) rounds, redrawn until the best
@@ -48,42 +48,43 @@ class Instance:
         return self.means.max(axis=1)
 
 
-def _stationary(rng: np.random.Generator, rounds: int, n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+def _stationary(rng: np.random.Generator, rounds: int, n_arms: int, timescale: float) -> tuple[np.ndarray, np.ndarray]:
     means = np.broadcast_to(rng.uniform(0.0, 1.0, n_arms), (rounds, n_arms))
     return means, np.full(rounds, NOISE)
 
 
-def _piecewise(rng: np.random.Generator, rounds: int, n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+def _piecewise(rng: np.random.Generator, rounds: int, n_arms: int, timescale: float) -> tuple[np.ndarray, np.ndarray]:
     means = np.empty((rounds, n_arms))
     previous_best = -1
-    for start in range(0, rounds, PIECEWISE_PERIOD):
+    period = max(1, round(PIECEWISE_PERIOD * timescale))
+    for start in range(0, rounds, period):
         segment = rng.uniform(0.0, 1.0, n_arms)
         while n_arms > 1 and int(segment.argmax()) == previous_best:
             segment = rng.uniform(0.0, 1.0, n_arms)
         previous_best = int(segment.argmax())
-        means[start:start + PIECEWISE_PERIOD] = segment
+        means[start:start + period] = segment
     return means, np.full(rounds, NOISE)
 
 
-def _drifting(rng: np.random.Generator, rounds: int, n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+def _drifting(rng: np.random.Generator, rounds: int, n_arms: int, timescale: float) -> tuple[np.ndarray, np.ndarray]:
     phases = rng.uniform(0.0, 2.0 * np.pi) + 2.0 * np.pi * np.arange(n_arms) / n_arms
     t = np.arange(rounds)[:, None]
-    means = 0.5 + 0.4 * np.sin(2.0 * np.pi * t / DRIFT_PERIOD + phases[None, :])
+    means = 0.5 + 0.4 * np.sin(2.0 * np.pi * t / (DRIFT_PERIOD * timescale) + phases[None, :])
     return means, np.full(rounds, NOISE)
 
 
-def _distillation(rng: np.random.Generator, rounds: int, n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+def _distillation(rng: np.random.Generator, rounds: int, n_arms: int, timescale: float) -> tuple[np.ndarray, np.ndarray]:
     t = np.arange(rounds)[:, None]
     for _ in range(1000):
         start = np.sort(np.exp(rng.uniform(np.log(0.01), np.log(0.1), n_arms)))[::-1]
-        tau = np.sort(rng.uniform(50.0, 500.0, n_arms))  # largest start decays fastest
+        tau = np.sort(rng.uniform(50.0, 500.0, n_arms)) * timescale  # largest start decays fastest
         means = start[None, :] * np.exp(-t / tau[None, :])
         if n_arms == 1 or means[0].argmax() != means[-1].argmax():
             break
     return means, 0.5 * means.max(axis=1)
 
 
-ENVIRONMENTS: dict[str, Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]]] = {
+ENVIRONMENTS: dict[str, Callable[[np.random.Generator, int, int, float], tuple[np.ndarray, np.ndarray]]] = {
     "stationary": _stationary,
     "piecewise": _piecewise,
     "drifting": _drifting,
@@ -91,12 +92,14 @@ ENVIRONMENTS: dict[str, Callable[[np.random.Generator, int, int], tuple[np.ndarr
 }
 
 
-def make_instance(env: str, n_arms: int, rounds: int, seed: int) -> Instance:
+def make_instance(env: str, n_arms: int, rounds: int, seed: int, timescale: float = 1.0) -> Instance:
     """Draw instance ``seed`` of environment ``env`` (means and noise from independent streams)."""
     if env not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {env!r} (allowed: {', '.join(ENVIRONMENTS)})")
+    if not timescale > 0:
+        raise ValueError(f"timescale must be > 0, got {timescale!r}")
     env_id = list(ENVIRONMENTS).index(env)
-    means, noise_std = ENVIRONMENTS[env](np.random.default_rng([seed, env_id, 0]), rounds, n_arms)
+    means, noise_std = ENVIRONMENTS[env](np.random.default_rng([seed, env_id, 0]), rounds, n_arms, timescale)
     noise = np.random.default_rng([seed, env_id, 1]).standard_normal((rounds, n_arms))
     return Instance(env, np.ascontiguousarray(means), means + noise_std[:, None] * noise)
 
@@ -131,15 +134,16 @@ def regret_curve(spec: tuple[str, dict[str, Any]], instance: Instance, seed: int
     return instance.best - instance.means[np.arange(len(chosen)), chosen]
 
 
-def run_seed(task: tuple[dict[str, tuple[str, dict[str, Any]]], str, int, int, int]) -> dict[str, np.ndarray]:
+def run_seed(task: tuple[dict[str, tuple[str, dict[str, Any]]], str, int, int, int, float]) -> dict[str, np.ndarray]:
     """One (environment, seed): cumulative regret curve of every policy on the same instance."""
-    specs, env, n_arms, rounds, seed = task
-    instance = make_instance(env, n_arms, rounds, seed)
+    specs, env, n_arms, rounds, seed, timescale = task
+    instance = make_instance(env, n_arms, rounds, seed, timescale)
     return {label: np.cumsum(regret_curve(spec, instance, seed)) for label, spec in specs.items()}
 
 
 def run_benchmark(specs: dict[str, tuple[str, dict[str, Any]]], envs: list[str], n_arms: int, rounds: int,
-                  seeds: list[int], workers: int = 1, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+                  seeds: list[int], workers: int = 1, progress: bool = False,
+                  timescale: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
     """Cumulative regret curves ``result[env][label]`` of shape (len(seeds), rounds).
 
     ``specs`` maps a label to ``(policy name, options)``; the names ``oracle`` and ``best_fixed``
@@ -149,7 +153,7 @@ def run_benchmark(specs: dict[str, tuple[str, dict[str, Any]]], envs: list[str],
     for name, options in specs.values():  # fail fast on a bad spec, before any worker starts
         if name not in ORACLES:
             make_policy(name, n_arms, 0, **options)
-    tasks = [(specs, env, n_arms, rounds, seed) for env in envs for seed in seeds]
+    tasks = [(specs, env, n_arms, rounds, seed, timescale) for env in envs for seed in seeds]
     if workers > 1:
         import multiprocessing
 

@@ -13,6 +13,11 @@ an arm with no recent reward is drawn from the prior, and with ``prior_scale == 
 N(Z_k / (n_k + 1), scale^2 / (n_k + 1)), Agrawal & Goyal's Gaussian Thompson sampling. The arm with
 the largest draw is played. Before sampling starts every arm is played ``initial_plays`` times.
 
+OPTIMA's recent history defaults to each arm's last ``window`` rewards (``window_unit: pulls``, the
+literal reading of PAPER.md): a stale arm keeps its last estimate. ``window_unit: rounds`` (the
+sliding window of Trovò et al.) instead forgets an arm not played in the last ``window`` rounds,
+which sends it back to the prior and so re-explores it; ``gamma`` discounts every arm every round.
+
 Why normalise by the pooled recent rewards: the reward (a relative loss decrement) is small and
 shrinks as the student trains; expressing it in units of the current spread of rewards keeps
 ``scale`` and ``prior_scale`` meaningful at any loss scale and any stage of training.
@@ -72,9 +77,11 @@ def _check_window(policy: str, window: Any, gamma: Any, window_unit: Any) -> Non
 
 @dataclasses.dataclass
 class OptimaOptions(ThompsonOptions):
-    window: int | None = 8  # recent history: the last `window` rounds (or pulls, see window_unit); null = all
+    # defaults tuned with `optima bench bandits` (many seeds, three time scales; see the README)
+    scale: float = 0.5
+    window: int | None = 8  # recent history: each arm's last `window` rewards (see window_unit); null = all
     gamma: float | None = None  # set in (0, 1] to discount every arm's statistics instead of a window
-    window_unit: str = "rounds"  # rounds: last `window` rounds of play | pulls: each arm's last `window` rewards
+    window_unit: str = "pulls"  # pulls: each arm's last `window` rewards | rounds: the last `window` rounds
 
     def check(self, policy: str, n_arms: int) -> None:
         super().check(policy, n_arms)

@@ -108,7 +108,6 @@ def test_logs_follow_the_seeds_in_runs_csv(tmp_path):
 
 @pytest.mark.parametrize("corrupt, message", [
     (lambda text: text.replace("\n", "\nnot-a-step,,,,,,,,,,,,,,,\n", 1), "line 2: step must be a number"),
-    (lambda text: text.replace(",arm,", ",choice,", 1), "missing column(s) arm"),
     (lambda text: "", "empty train log"),
 ])
 def test_bad_train_log_names_file(tmp_path, capsys, corrupt, message):
@@ -119,6 +118,17 @@ def test_bad_train_log_names_file(tmp_path, capsys, corrupt, message):
     assert _figures(tmp_path, tmp_path / "figures") == 2
     err = capsys.readouterr().err
     assert str(log) in err and message in err, err
+
+
+def test_log_without_arm_column_is_left_out_of_the_bandit_figures(tmp_path, caplog):
+    fake = make_results(tmp_path / "results", tasks=("vqa",), methods=("optima",), seeds=(0,), teacher=False)
+    _collect(tmp_path, fake)
+    log = tmp_path / "results" / "students" / "vqa" / "optima" / "seed0" / "train_log.csv"
+    log.write_text(log.read_text().replace(",arm,", ",choice,", 1))
+    assert _figures(tmp_path, tmp_path / "figures") == 0
+    assert f"{log}: no 'arm' column, left out" in caplog.text
+    assert "skipped selection_frequency" in caplog.text and "skipped rewards" in caplog.text
+    assert sorted(p.stem for p in (tmp_path / "figures").glob("*.png")) == ["comparison", "loss_curves"]
 
 
 def test_saved_figures_are_byte_identical_across_runs(tmp_path):

@@ -95,17 +95,17 @@ class FigureInputs:
         rows = self.runs[(self.runs["task"] == task) & (self.runs["method"] == method)]
         return sorted(set(rows["seed"])) if len(rows) else None
 
-    def logs(self, task, method, required=("step",)):
-        """The method's logs on a task, stacked over the seeds runs.csv reports (all seeds found when
-        runs.csv lacks the method); empty when there are none."""
+    def logs(self, task, method, columns=("step",)):
+        """The method's logs on a task that have ``columns``, stacked over the seeds runs.csv reports
+        (all seeds found when runs.csv lacks the method); empty when there are none."""
         from optima.paper.logs import find_logs, read_logs
 
-        key = (task, method, tuple(required))
+        key = (task, method, tuple(columns))
         if key not in self._logs:  # several figures read the same logs
             paths = find_logs(self.logs_root, task, method, self.seeds(task, method))
             if not paths:
                 self.log.info("no train_log.csv for %s on %s under %s", method, task, self.logs_root)
-            self._logs[key] = read_logs(paths, required)
+            self._logs[key] = read_logs(paths, columns, self.log)
         return self._logs[key]
 
 
@@ -195,7 +195,7 @@ def _round_rows(inputs: FigureInputs, task: str):
     """Round-end rows of the reference method's logs on a task (None when there are none)."""
     from optima.paper.logs import round_ends
 
-    log = inputs.logs(task, inputs.reference, required=("step", "arm", "reward"))
+    log = inputs.logs(task, inputs.reference, columns=("step", "arm", "reward"))
     rounds = round_ends(log)
     if rounds.empty:
         if len(log):
@@ -313,7 +313,7 @@ def loss_curves(inputs: FigureInputs):
     curves: dict[str, dict] = {}
     for task in inputs.tasks:
         for method in inputs.students:
-            log = inputs.logs(task, method, required=("step", column))
+            log = inputs.logs(task, method, columns=("step", column))
             log = log[log[column].notna()] if len(log) else log
             if log.empty:
                 continue

@@ -1,7 +1,8 @@
 """Find and read the distillation runs' ``train_log.csv`` files (layout and columns: runs.md).
 
-A missing log is not an error (the figure that needs it is skipped); a log that exists but cannot be
-read, or lacks a required column, is a DataError naming the file.
+A missing log, or one without the column a figure needs, is not an error (that figure leaves it out
+and says so); a log that cannot be read, has no ``step`` column or holds a non-number where a number
+belongs is a DataError naming the file and line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from optima.errors import DataError
+from optima.paper.common import LOG
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 NUMERIC_COLUMNS = ("step", "lr", "loss", "task_loss", "kd_loss", "layer_loss", "layer_loss_vision", "layer_loss_text",
@@ -36,8 +38,8 @@ def find_logs(logs_root: str | Path, task: str, method: str, seeds=None) -> dict
     return found
 
 
-def read_train_log(path: str | Path, required=("step",)) -> pd.DataFrame:
-    """One train log: the runs.md numeric columns and ``required`` as floats (empty cells NaN), ``arm``
+def read_train_log(path: str | Path, numeric=()) -> pd.DataFrame:
+    """One train log: the runs.md numeric columns and ``numeric`` as floats (empty cells NaN), ``arm``
     as text ("" when empty)."""
     path = Path(path)
     try:
@@ -46,11 +48,9 @@ def read_train_log(path: str | Path, required=("step",)) -> pd.DataFrame:
         raise DataError(f"{path}: empty train log (expected a header: step, lr, loss, ...)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: cannot read train log: {exc}") from None
-    missing = [c for c in required if c not in log.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (train_log.csv columns: runs.md)")
-    numeric = [c for c in dict.fromkeys([*NUMERIC_COLUMNS, *required]) if c in log.columns and c != "arm"]
-    for column in numeric:
+    if "step" not in log.columns:
+        raise DataError(f"{path}: no 'step' column (train_log.csv columns: runs.md)")
+    for column in [c for c in dict.fromkeys([*NUMERIC_COLUMNS, *numeric]) if c in log.columns and c != "arm"]:
         if pd.api.types.is_numeric_dtype(log[column]):  # the usual case: pandas parsed every cell
             log[column] = log[column].astype(float)
             continue
@@ -69,10 +69,18 @@ def read_train_log(path: str | Path, required=("step",)) -> pd.DataFrame:
     return log
 
 
-def read_logs(paths: dict[int, Path], required=("step",)) -> pd.DataFrame:
-    """Several seeds' logs stacked, with a ``seed`` column."""
-    frames = [read_train_log(path, required).assign(seed=seed) for seed, path in sorted(paths.items())]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*required, "seed"])
+def read_logs(paths: dict[int, Path], columns=("step",), log=LOG) -> pd.DataFrame:
+    """Several seeds' logs stacked, with a ``seed`` column; a log without one of ``columns`` is left
+    out with a log line."""
+    frames = []
+    for seed, path in sorted(paths.items()):
+        frame = read_train_log(path, numeric=[c for c in columns if c != "arm"])
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            log.info("%s: no %s column, left out", path, " or ".join(repr(c) for c in missing))
+            continue
+        frames.append(frame.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, "seed"])
 
 
 def round_ends(log: pd.DataFrame) -> pd.DataFrame:

@@ -83,6 +83,7 @@ def test_processing_variants_differ_where_documented():
     ("3.5", "3.5"),
     ("  yes\t", "yes"),
     ("an apple", "apple"),
+    ("." * 40, "." * 8),  # upstream passes re.UNICODE (32) as the count of periods to strip
 ])
 def test_normalize_answer(raw, normalised):
     assert normalize_answer(raw) == normalised
@@ -120,6 +121,7 @@ def test_inputs_are_not_modified(annotations, questions):
 @pytest.mark.parametrize("mutate, message", [
     (lambda p: p.append({"question_id": 999, "answer": "x"}), "not in the ground truth: 999"),
     (lambda p: p.pop(), "no prediction for 1 question_id"),
+    (lambda p: p.extend({"question_id": q, "answer": "x"} for q in (10, 9, 11)), r"3 prediction\(s\).*: 9, 10, 11$"),
     (lambda p: p.append(dict(p[0])), "predicted twice"),
     (lambda p: p.clear(), "no predictions"),
     (lambda p: p.__setitem__(0, {"question_id": 458752000}), "entry 0"),

@@ -10,7 +10,8 @@ from optima.errors import DataError
 
 def format_ids(ids: Collection[Any], limit: int = 10) -> str:
     """A short, deterministic listing of ids for an error message: ``1, 2, 3 (and 7 more)``."""
-    shown = sorted(ids, key=lambda i: (type(i).__name__, str(i)))[:limit]
+    # Numbers sort as numbers; ids of mixed types (a classic int/str mix-up) group by type.
+    shown = sorted(ids, key=lambda i: (type(i).__name__, i if isinstance(i, (int, float)) else str(i)))[:limit]
     text = ", ".join(repr(i) for i in shown)
     return text + (f" (and {len(ids) - limit} more)" if len(ids) > limit else "")
 

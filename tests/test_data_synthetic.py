@@ -198,6 +198,11 @@ def _ve_oracle(scene: Scene, text: str) -> str | None:
         if (m[1], m[2]) in visible:
             return "entailment"
         return "neutral" if scene.box else "contradiction"
+    if m := re.fullmatch(r"there (?:is|are) at least (\w+) shapes?", text):
+        k, n = ["one", "two", "three", "four"].index(m[1]) + 1, len(scene.objects)
+        if n >= k:
+            return "entailment"
+        return "neutral" if scene.box and k == n + 1 else "contradiction"
     if m := re.fullmatch(r"(?:there are no (\w+) shapes|none of the shapes is (\w+))", text):
         colour = m[1] or m[2]
         if any(o.colour == colour for o in scene.objects):

@@ -294,8 +294,8 @@ def _ve_none(scene: Scene, label: str, rng: random.Random) -> str | None:
 def _ve_at_least(scene: Scene, label: str, rng: random.Random, max_count: int = 4) -> str | None:
     visible = len(scene.objects)
     hidden = 1 if scene.box is not None else 0   # the box hides at most one shape
-    if label == "entailment":
-        options = list(range(1, visible + 1))
+    if label == "entailment":   # "at least one shape" would be entailed by every scene: start at two
+        options = list(range(2, visible + 1))
     elif label == "neutral":
         options = [visible + 1] if hidden and visible + 1 <= max_count else []
     else:

@@ -376,5 +376,5 @@ def nlvr2_statement(rng: random.Random, grid_size: int, max_objects: int) -> tup
 
 __all__ = [
     "TEMPLATES", "VE_LABELS", "VQA_KINDS", "captions", "confusable_answer", "nlvr2_statement",
-    "ve_hypothesis", "vocabulary", "vqa_question", "Obj",
+    "ve_hypothesis", "vocabulary", "vqa_question",
 ]

@@ -200,8 +200,7 @@ def write_snli_ve(cfg: SyntheticConfig, split: str, out: Path) -> dict:
                 "gold_label": label, "pairID": f"{image_id}.jpg#0r{k}{label[0]}",
                 "sentence1": premise, "sentence2": hypothesis,
             })
-    formats_file = out / formats.annotation_files("snli_ve", split)["examples"]
-    _dump_jsonl(formats_file, records)
+    _dump_jsonl(out / formats.annotation_files("snli_ve", split)["examples"], records)
     return {"images": n, "examples": len(records)}
 
 

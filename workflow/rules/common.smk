@@ -76,10 +76,19 @@ def _config_source():
 
 
 CONFIG_FILE, CONFIG_OVERRIDES = _config_source()
-# the verbs' config arguments, shell-quoted; each job passes them on as `params.config`
 CONFIG_ARGS = " ".join(
     [f"--config {shlex.quote(CONFIG_FILE)}"] + [f"--set {shlex.quote(item)}" for item in CONFIG_OVERRIDES]
 )
+
+
+def config_args(wildcards, input):
+    """The verbs' `--config FILE --set ...` arguments, shell-quoted (a job's `params.config`).
+
+    Taking `input` makes Snakemake count this param as derived and leave it out of its `params`
+    rerun trigger: what a job reads of the config is tracked by its `fingerprint` param instead,
+    so an override that does not concern a job (or a renamed but identical file) does not rerun it.
+    """
+    return CONFIG_ARGS
 
 try:
     _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)
@@ -217,6 +226,9 @@ def launcher(wildcards, resources):
 # --------------------------------------------------------------------------------------------
 DATA_MODEL_KEYS = ("image_size", "tokenizer", "context_length", "num_answers")
 DISTILL_RUN_KEYS = ("methods", "run", "seeds", "optima")  # per-method keys are added by method_keys()
+# training ends with a validation evaluation (metrics.json), so it reads eval.*, but neither the
+# split of the pipeline's evaluation nor the evaluation batch size changes what it trains
+TRAIN_IGNORED_EVAL_KEYS = ("split", "batch_size")
 
 
 def _present(section, names=None, exclude=()):
@@ -243,9 +255,9 @@ def config_keys(rule_name, wildcards):
     if rule_name == "pretrain":
         return _model_keys() + ["pretrain"]
     if rule_name == "finetune":
-        return _model_keys() + ["finetune"] + _present("eval", exclude=("split",))
+        return _model_keys() + ["finetune"] + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name == "distill":
-        return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=("split",))
+        return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name in ("evaluate_teacher", "evaluate_student"):
         return _present("data", DATA_MODEL_KEYS) + ["eval"] + _present("runtime", ("device", "precision"))
     if rule_name in ("tables", "figures"):

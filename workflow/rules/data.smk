@@ -7,7 +7,7 @@ rule prepare:
     log:
         f"{LOGS}/prepare/{{task}}.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("prepare"),
     threads: 1
     resources:

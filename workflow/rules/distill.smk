@@ -9,7 +9,7 @@ rule distill:
     log:
         f"{LOGS}/students/{{task}}/{{method}}/seed{{seed}}.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("distill"),
         teacher=lambda wildcards, input: os.path.dirname(input.teacher),
         run_dir=run_dir_of,

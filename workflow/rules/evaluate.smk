@@ -9,7 +9,7 @@ rule evaluate_teacher:
     log:
         f"{LOGS}/eval/teachers/{{task}}_{{split}}.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("evaluate_teacher"),
         run_dir=lambda wildcards, input: os.path.dirname(input.model),
     threads: 1
@@ -35,7 +35,7 @@ rule evaluate_student:
     log:
         f"{LOGS}/eval/students/{{task}}/{{method}}/seed{{seed}}_{{split}}.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("evaluate_student"),
         run_dir=lambda wildcards, input: os.path.dirname(input.model),
     threads: 1
@@ -60,6 +60,7 @@ rule collect:
     log:
         f"{LOGS}/eval/collect.log",
     params:
+        config=config_args,
         out_dir=lambda wildcards, output: os.path.dirname(output.runs),
     threads: 1
     resources:
@@ -68,4 +69,4 @@ rule collect:
     conda:
         "../../environment.yml"
     shell:
-        "optima collect --out-dir {params.out_dir} --threads {threads} {input.metrics} > {log} 2>&1"
+        "optima collect {params.config} --out-dir {params.out_dir} --threads {threads} {input.metrics} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule tables:
     log:
         f"{LOGS}/paper/tables.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("tables"),
     threads: 1
     resources:
@@ -39,7 +39,7 @@ rule figures:
     log:
         f"{LOGS}/paper/figures.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("figures"),
         logs_root=lambda wildcards, input: os.path.dirname(os.path.dirname(input.runs)),
     threads: 1

@@ -8,7 +8,7 @@ rule pretrain:
     log:
         f"{LOGS}/teachers/pretrain.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("pretrain"),
         run_dir=run_dir_of,
         launcher=launcher,
@@ -35,7 +35,7 @@ rule finetune:
     log:
         f"{LOGS}/teachers/{{task}}.log",
     params:
-        config=CONFIG_ARGS,
+        config=config_args,
         fingerprint=fingerprint("finetune"),
         init=lambda wildcards, input: os.path.dirname(input.init),
         run_dir=run_dir_of,

@@ -30,14 +30,15 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(load_verbs: bool = True) -> argparse.ArgumentParser:
+def build_parser(load_verbs: bool | str = True) -> argparse.ArgumentParser:
+    """``load_verbs``: True loads every verb module, a verb name only that one (fast start-up)."""
     parser = argparse.ArgumentParser(prog="optima", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"optima {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb, (module_name, help_text) in VERBS.items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
-        if load_verbs:
+        if load_verbs is True or load_verbs == verb:
             try:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as exc:  # a verb whose module is not written yet
@@ -52,7 +53,10 @@ def build_parser(load_verbs: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    # import only the chosen verb's module: `optima --help` and `optima prepare` need no torch
+    parser = build_parser(load_verbs=chosen if chosen in VERBS else False)
     args = parser.parse_args(argv)
     if getattr(args, "_module", None) is None:
         print(f"optima {args.verb}: not available ({getattr(args, '_missing', '?')} is missing)", file=sys.stderr)

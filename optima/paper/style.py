@@ -110,6 +110,9 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         path = Path(out_dir) / f"{name}.{fmt}"
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
+        # keep the layout the first draw computed (matplotlib's documented freeze): the constrained
+        # layout pass is most of a figure's cost and gives the same positions again
+        fig.set_layout_engine("none")
     return paths
 
 

@@ -97,7 +97,7 @@ def _seeds_text(counts) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
 
 
-class _Data:
+class TableInputs:
     """The selected split as a seed table plus the columns, methods and notes every table shares."""
 
     def __init__(self, runs, config, split, reference, average, log):
@@ -174,7 +174,7 @@ _UNITS_NOTE = ("Units: VQA score, SNLI-VE and NLVR2 accuracy in percent; COCO CI
                "(as papers print them).")
 
 
-def _mean_std_table(data: _Data, methods, decimals, title, lead_header, lead_cells, extra_notes):
+def _mean_std_table(data: TableInputs, methods, decimals, title, lead_header, lead_cells, extra_notes):
     """Rows of mean ± std cells with the best *student* per column in bold (ties at the printed
     precision all bold); returns (Table, csv frame)."""
     import pandas as pd
@@ -213,7 +213,7 @@ def _mean_std_table(data: _Data, methods, decimals, title, lead_header, lead_cel
 
 # --------------------------------------------------------------------------------------------- tables
 
-def main_table(data: _Data, decimals: int = 1):
+def main_table(data: TableInputs, decimals: int = 1):
     from optima.paper.spec import display_name
 
     return _mean_std_table(data, data.methods, decimals, "Main results", ["Method"],
@@ -221,7 +221,7 @@ def main_table(data: _Data, decimals: int = 1):
                            ["Bold: best student (teacher excluded) per column; ties at the printed precision all bold."])
 
 
-def comparison_table(data: _Data, decimals: int = 2, confidence: float = 0.95):
+def comparison_table(data: TableInputs, decimals: int = 2, confidence: float = 0.95):
     """Reference minus each baseline per column, paired by seed; None when the reference or every
     baseline is missing."""
     import pandas as pd
@@ -285,7 +285,7 @@ def _setting_text(config: dict | None, method: str, reference: str) -> str:
     return ", ".join(parts)
 
 
-def ablation_table(data: _Data, config: dict | None, decimals: int = 1):
+def ablation_table(data: TableInputs, config: dict | None, decimals: int = 1):
     """The reference and every other adaptive-policy method; None when there is no such method."""
     from optima.paper.spec import display_name, is_ablation, method_policies
 
@@ -317,7 +317,7 @@ def build_tables(runs, config: dict | None = None, split: str | None = None, ref
         raise ConfigError(f"--confidence: must be in (0, 1), got {confidence}")
     if average not in AVERAGE_MODES:
         raise ConfigError(f"--average: must be one of {', '.join(AVERAGE_MODES)}, got {average!r}")
-    data = _Data(runs, config, split, reference, average, log or LOG)
+    data = TableInputs(runs, config, split, reference, average, log or LOG)
     return {
         "main": main_table(data, decimals),
         "comparison": comparison_table(data, decimals + 1, confidence),

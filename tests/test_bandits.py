@@ -78,8 +78,8 @@ def test_state_dict_round_trip_continues_identically(name):
 
 def test_load_state_dict_rejects_other_policy_or_options():
     state = make_policy("optima", 3, 0).state_dict()
-    with pytest.raises(CheckpointError, match="window"):
-        make_policy("optima", 3, 0, window=4).load_state_dict(state)
+    with pytest.raises(CheckpointError, match="gamma"):
+        make_policy("optima", 3, 0, gamma=0.9).load_state_dict(state)
     with pytest.raises(CheckpointError, match="'ts'"):
         make_policy("optima", 3, 0).load_state_dict(make_policy("ts", 3, 0).state_dict())
     with pytest.raises(CheckpointError, match="4 arms"):
@@ -88,7 +88,7 @@ def test_load_state_dict_rejects_other_policy_or_options():
 
 # ---------------------------------------------------------------------- hand-computed statistics
 def test_round_window_statistics_by_hand():
-    policy = make_policy("optima", 3, 0, window=3, window_unit="rounds", scale=1.0)  # the last 3 rounds
+    policy = make_policy("optima", 3, 0, window=3, gamma=None, window_unit="rounds", scale=1.0)  # the last 3 rounds
     for arm, reward in [(0, 1.0), (1, 2.0), (0, 3.0), (2, 4.0), (2, 5.0)]:
         policy.update(arm, reward)
     # left in the window: (0, 3.0), (2, 4.0), (2, 5.0) -- arm 1 has no recent reward
@@ -103,7 +103,7 @@ def test_round_window_statistics_by_hand():
 
 
 def test_pull_window_statistics_by_hand():
-    policy = make_policy("optima", 3, 0, window=2, window_unit="pulls")  # each arm's last 2 rewards
+    policy = make_policy("optima", 3, 0, window=2, gamma=None, window_unit="pulls")  # each arm's last 2 rewards
     for arm, reward in [(0, 1.0), (0, 2.0), (1, 5.0), (0, 3.0), (2, -1.0)]:
         policy.update(arm, reward)
     stats = policy.arm_statistics()
@@ -112,7 +112,7 @@ def test_pull_window_statistics_by_hand():
 
 
 def test_prior_and_scale_options_by_hand():
-    policy = make_policy("optima", 2, 0, window=10, scale=0.5, prior_scale=2.0, normalise="none")
+    policy = make_policy("optima", 2, 0, window=10, gamma=None, scale=0.5, prior_scale=2.0, normalise="none")
     policy.update(0, 1.0)
     policy.update(0, 3.0)
     # rho = (0.5 / 2)^2 = 1/16: arm 0 N(4 / (2 + 1/16), 0.25 / (2 + 1/16)); arm 1 the prior N(0, 4)
@@ -121,7 +121,7 @@ def test_prior_and_scale_options_by_hand():
     assert stds == pytest.approx([0.5 / math.sqrt(2 + 1 / 16), 2.0])
 
 
-@pytest.mark.parametrize("name, options", [("discounted_ts", {"gamma": 0.5}), ("optima", {"gamma": 0.5, "window": 3})])
+@pytest.mark.parametrize("name, options", [("discounted_ts", {"gamma": 0.5}), ("optima", {"gamma": 0.5})])
 def test_discounted_statistics_decay_every_arm_by_hand(name, options):
     policy = make_policy(name, 3, 0, **options)
     policy.update(0, 1.0)
@@ -159,7 +159,7 @@ def test_sliding_window_ts_forgets_after_window_rounds():
 
 def test_normalised_choices_do_not_depend_on_reward_scale_or_offset():
     rewards = rewards_for(rounds=150)
-    for options in ({}, {"gamma": 0.9}, {"window": 5, "window_unit": "pulls"}):
+    for options in ({}, {"gamma": None, "window": 5}, {"gamma": None, "window": 5, "window_unit": "pulls"}):
         reference = play(make_policy("optima", 3, 3, **options), rewards)
         assert play(make_policy("optima", 3, 3, **options), rewards * 2.0**-12) == reference
         assert play(make_policy("optima", 3, 3, **options), rewards + 3.0) == reference
@@ -240,8 +240,9 @@ def test_exp3_by_hand():
 # ---------------------------------------------------------------------- invalid input names the culprit
 @pytest.mark.parametrize("name, options, culprit", [
     ("optima", {"windw": 3}, "unknown option 'windw' for policy 'optima' (allowed: "),
-    ("optima", {"window": 0}, "'window'"),
-    ("optima", {"window": 2.5}, "'window'"),
+    ("optima", {"window": 0, "gamma": None}, "'window'"),
+    ("optima", {"window": 8, "gamma": 0.9}, "'window' (8) and 'gamma' (0.9)"),
+    ("optima", {"window": 2.5, "gamma": None}, "'window'"),
     ("optima", {"gamma": 0.0}, "'gamma'"),
     ("optima", {"gamma": 1.5}, "'gamma'"),
     ("discounted_ts", {"gamma": -0.1}, "'gamma'"),

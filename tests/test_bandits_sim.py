@@ -73,7 +73,7 @@ def test_bench_cli_writes_table_and_figure(tmp_path, capsys):
     out = tmp_path / "bench" / "bandits.png"
     code = main(["bench", "bandits", "--rounds", "40", "--seeds", "2", "--envs", "stationary", "distillation",
                  "--workers", "1", "--no-progress", "--out", str(out),
-                 "--policy", "uniform=uniform", "--policy", "optima-w4=optima:window=4,scale=0.5",
+                 "--policy", "uniform=uniform", "--policy", "optima-w4=optima:window=4,gamma=null,scale=0.5",
                  "--policy", "oracle=oracle"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -82,7 +82,7 @@ def test_bench_cli_writes_table_and_figure(tmp_path, capsys):
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     assert {(r["env"], r["policy"]) for r in rows} == {(e, p) for e in ("stationary", "distillation")
                                                        for p in ("uniform", "optima-w4", "oracle")}
-    assert next(r for r in rows if r["policy"] == "optima-w4")["spec"] == "optima:window=4,scale=0.5"
+    assert next(r for r in rows if r["policy"] == "optima-w4")["spec"] == "optima:window=4,gamma=None,scale=0.5"
     assert all(float(r["regret_mean"]) == 0.0 for r in rows if r["policy"] == "oracle")
     assert "| policy | stationary | distillation |" in out.with_suffix(".md").read_text()
 
@@ -107,3 +107,12 @@ def test_timescale_stretches_the_changes():
     assert list(changes) == [75, 150, 225]
     with pytest.raises(ValueError, match="timescale"):
         make_instance("drifting", 3, 10, seed=0, timescale=0.0)
+
+
+def test_bench_verb_import_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, optima.bandits.bench; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", "`optima --help` must not import numpy through the bench verb"

@@ -13,10 +13,12 @@ an arm with no recent reward is drawn from the prior, and with ``prior_scale == 
 N(Z_k / (n_k + 1), scale^2 / (n_k + 1)), Agrawal & Goyal's Gaussian Thompson sampling. The arm with
 the largest draw is played. Before sampling starts every arm is played ``initial_plays`` times.
 
-OPTIMA's recent history defaults to each arm's last ``window`` rewards (``window_unit: pulls``, the
-literal reading of PAPER.md): a stale arm keeps its last estimate. ``window_unit: rounds`` (the
-sliding window of Trovò et al.) instead forgets an arm not played in the last ``window`` rounds,
-which sends it back to the prior and so re-explores it; ``gamma`` discounts every arm every round.
+OPTIMA's recent history is either a discount ``gamma`` of every arm's statistics every round (the
+default, 0.98) or a sliding ``window``: the last ``window`` rounds (``window_unit: rounds``, Trovò
+et al.) or each arm's last ``window`` rewards (``pulls``). Discounting and round windows forget an
+arm that is not played, which sends it back to the prior and so re-explores it; a per-arm window
+keeps a stale arm's last estimate for ever, so one unlucky early reward can shut a module out for
+the rest of training (seen on the benchmark), which is why it is not the default.
 
 Why normalise by the pooled recent rewards: the reward (a relative loss decrement) is small and
 shrinks as the student trains; expressing it in units of the current spread of rewards keeps
@@ -33,6 +35,7 @@ from typing import Any
 
 from optima.bandits.base import Policy, PolicyOptions, check_choice, check_int, check_number
 from optima.bandits.history import History, make_history
+from optima.errors import ConfigError
 
 NORMALISERS = ("recent", "none")
 WINDOW_UNITS = ("rounds", "pulls")
@@ -67,25 +70,24 @@ class ThompsonOptions(PolicyOptions):
         return make_history(n_arms, None, None, "rounds")
 
 
-def _check_window(policy: str, window: Any, gamma: Any, window_unit: Any) -> None:
-    if window is not None:
-        check_int(policy, "window", window, low=1)
-    if gamma is not None:
-        check_number(policy, "gamma", gamma, low=0.0, low_open=True, high=1.0)
-    check_choice(policy, "window_unit", window_unit, WINDOW_UNITS)
-
-
 @dataclasses.dataclass
 class OptimaOptions(ThompsonOptions):
     # defaults tuned with `optima bench bandits` (many seeds, three time scales; see the README)
-    scale: float = 0.5
-    window: int | None = 8  # recent history: each arm's last `window` rewards (see window_unit); null = all
-    gamma: float | None = None  # set in (0, 1] to discount every arm's statistics instead of a window
-    window_unit: str = "pulls"  # pulls: each arm's last `window` rewards | rounds: the last `window` rounds
+    scale: float = 0.25
+    gamma: float | None = 0.98  # discount of every arm's statistics per round (memory ~ 1 / (1 - gamma) rounds)
+    window: int | None = None  # instead of gamma (set gamma to null): the last `window` rounds or pulls
+    window_unit: str = "rounds"  # rounds: the last `window` rounds of play | pulls: each arm's last `window` rewards
 
     def check(self, policy: str, n_arms: int) -> None:
         super().check(policy, n_arms)
-        _check_window(policy, self.window, self.gamma, self.window_unit)
+        if self.window is not None:
+            check_int(policy, "window", self.window, low=1)
+        if self.gamma is not None:
+            check_number(policy, "gamma", self.gamma, low=0.0, low_open=True, high=1.0)
+        if self.window is not None and self.gamma is not None:
+            raise ConfigError(f"options 'window' ({self.window}) and 'gamma' ({self.gamma}) of policy {policy!r} "
+                              "exclude each other: set one of them to null (both null: the whole history)")
+        check_choice(policy, "window_unit", self.window_unit, WINDOW_UNITS)
 
     def history(self, n_arms: int) -> History:
         return make_history(n_arms, self.window, self.gamma, self.window_unit)

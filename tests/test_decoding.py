@@ -17,7 +17,8 @@ from optima.eval.decoding import (
 
 VOCAB = 48
 CONTEXT = 12
-SOT, PAD = 1, 0
+SOT, PAD = 2, 0  # the word tokenizer's ids
+IMAGE = 32
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,24 +31,12 @@ def single_thread():
 
 
 def tiny_coca(seed: int = 0):
-    """A randomly initialised tiny CoCa with open_clip's CoCa structure (CLS token, causal masks)."""
-    from open_clip import CoCa
+    """The packaged tiny student, randomly initialised, with a small vocabulary and context."""
+    from optima.models import create_coca
 
     torch.manual_seed(seed)
-    model = CoCa(
-        embed_dim=32,
-        multimodal_cfg={"context_length": CONTEXT, "vocab_size": VOCAB, "width": 32, "heads": 4, "layers": 2},
-        text_cfg={
-            "context_length": CONTEXT, "vocab_size": VOCAB, "width": 32, "heads": 4, "layers": 2,
-            "embed_cls": True, "output_tokens": True,
-        },
-        vision_cfg={
-            "image_size": 16, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16,
-            "attentional_pool": True, "attn_pooler_queries": 8, "attn_pooler_heads": 4, "output_tokens": True,
-        },
-    )
-    torch.nn.init.normal_(model.text_decoder.text_projection, std=32**-0.5)  # open_clip leaves it torch.empty
-    # larger weights than open_clip's init so that logits are far from ties and vary with the image
+    model = create_coca("optima-tiny-student", vocab_size=VOCAB, context_length=CONTEXT)
+    # larger output weights than the initialisation so that logits are far from ties and vary with the image
     with torch.no_grad():
         model.text_decoder.text_projection.mul_(8.0)
     return model.eval()
@@ -61,7 +50,7 @@ def model():
 @pytest.fixture(scope="module")
 def images():
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(6, 3, 16, 16, generator=generator)
+    return torch.randn(6, 3, IMAGE, IMAGE, generator=generator)
 
 
 def reference_greedy(model, images, eot_id, max_length):
@@ -91,9 +80,12 @@ def eot_id(model, images):
     raise AssertionError("no token splits the images into ended and unended captions")
 
 
-def rows(tokens):
-    """Token rows with the padding after the end token removed."""
-    return [[t for t in row if t != PAD] for row in tokens.tolist()]
+def assert_same_sequences(tokens, expected):
+    """``tokens`` rows equal the expected sequences, then only padding (a sequence may hold pad ids too)."""
+    assert len(tokens) == len(expected)
+    for row, sequence in zip(tokens.tolist(), expected):
+        assert row[: len(sequence)] == sequence
+        assert all(t == PAD for t in row[len(sequence) :])
 
 
 def test_tiny_model_uses_the_cached_path(model):
@@ -104,7 +96,7 @@ def test_tiny_model_uses_the_cached_path(model):
 def test_cached_step_reproduces_forward_logits_with_padding_inside(model, correct_cls_mask):
     # padding tokens in the prefix are masked as keys by open_clip's text tower; the cache must agree
     prefix = torch.tensor([[SOT, 5, PAD, 7, 7, PAD, PAD, 9], [SOT, PAD, 3, 4, 11, 12, 13, 2]])
-    image = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    image = torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(3))
     model.text.correct_cls_mask = correct_cls_mask
     try:
         with torch.no_grad():
@@ -124,7 +116,7 @@ def test_batched_greedy_equals_step_by_step_reference(model, images, eot_id, use
     tokens = generate_captions(model, images, SOT, eot_id, PAD, max_length=CONTEXT, use_cache=use_cache)
     assert tokens.dtype == torch.long
     assert tokens.shape == (len(images), max(len(s) for s in expected))
-    assert rows(tokens) == expected
+    assert_same_sequences(tokens, expected)
 
 
 def test_greedy_log_probs_and_lengths_match_teacher_forcing(model, images, eot_id):
@@ -204,10 +196,7 @@ def test_decoding_runs_in_eval_mode_without_grad_and_restores_training(images, e
 
 
 def test_wrapped_models_are_unwrapped(model, images, eot_id):
-    class TaskModel(torch.nn.Module):
-        def __init__(self, coca):
-            super().__init__()
-            self.coca = coca
+    from optima.models.heads import create_task_model
 
     class DataParallelLike(torch.nn.Module):
         def __init__(self, module):
@@ -215,7 +204,8 @@ def test_wrapped_models_are_unwrapped(model, images, eot_id):
             self.module = module
 
     direct = generate_captions(model, images, SOT, eot_id, PAD, max_length=CONTEXT)
-    wrapped = generate_captions(DataParallelLike(TaskModel(model)), images, SOT, eot_id, PAD, max_length=CONTEXT)
+    task_model = create_task_model("captions", model)
+    wrapped = generate_captions(DataParallelLike(task_model), images, SOT, eot_id, PAD, max_length=CONTEXT)
     assert torch.equal(direct, wrapped)
     with pytest.raises(TypeError, match="open_clip CoCa"):
         generate_captions(torch.nn.Linear(2, 2), images, SOT, eot_id)
@@ -243,3 +233,11 @@ def test_decode_texts_strips_special_tokens():
     tokens = torch.tensor([[1, 3, 4, 5, 2, 0, 0], [1, 5, 5, 5, 5, 5, 5], [1, 2, 0, 0, 0, 0, 0]])
     assert decode_texts(tokens, WordTokenizer()) == ["a red circle", "circle circle circle circle circle circle", ""]
     assert decode_texts([[7, 3, 9]], WordTokenizer(), sot_id=7, eot_id=9) == ["a"]
+
+
+def test_decode_texts_with_the_project_word_tokenizer():
+    from optima.data.tokenizers import WordTokenizer
+
+    tokenizer = WordTokenizer(["a", "red", "circle"], context_length=8)
+    tokens = tokenizer(["a red circle", "circle"])
+    assert decode_texts(tokens, tokenizer) == ["a red circle", "circle"]

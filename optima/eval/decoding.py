@@ -32,21 +32,10 @@ METHODS = ("greedy", "beam")
 
 
 def unwrap_coca(model: nn.Module) -> nn.Module:
-    """The open_clip ``CoCa`` inside ``model`` (a DDP ``.module`` or a task model's ``.coca``)."""
-    from open_clip import CoCa
+    """The open_clip ``CoCa`` inside ``model`` (DDP ``.module``, ``torch.compile``, a task model's ``.coca``)."""
+    from optima.models.modules import unwrap_model
 
-    inner = model
-    for _ in range(8):  # wrappers nest at most a few levels (DDP around a task model around CoCa)
-        if isinstance(inner, CoCa):
-            return inner
-        for attribute in ("module", "coca"):
-            candidate = getattr(inner, attribute, None)
-            if isinstance(candidate, nn.Module):
-                inner = candidate
-                break
-        else:
-            break
-    raise TypeError(f"caption decoding needs an open_clip CoCa (or a wrapper exposing .module/.coca), got {type(model).__name__}")
+    return unwrap_model(model)
 
 
 def max_decoding_length(model: nn.Module) -> int:
@@ -446,21 +435,31 @@ def decode_texts(
     tokenizer: Any,
     sot_id: int | None = None,
     eot_id: int | None = None,
-    pad_id: int | None = 0,
+    pad_id: int | None = None,
 ) -> list[str]:
     """Caption strings from token ids: drops the start token, stops at the end token, skips padding.
 
-    ``sot_id``/``eot_id`` default to the tokenizer's ``sot_token_id``/``eot_token_id`` when it has them.
+    The ids default to the tokenizer's own (``sot_id``/``eot_id``/``pad_id`` as optima's tokenizers
+    name them, or open_clip's ``sot_token_id``/``eot_token_id``); padding defaults to 0.
     """
-    sot_id = getattr(tokenizer, "sot_token_id", None) if sot_id is None else sot_id
-    eot_id = getattr(tokenizer, "eot_token_id", None) if eot_id is None else eot_id
+    sot_id = _tokenizer_id(tokenizer, ("sot_id", "sot_token_id")) if sot_id is None else sot_id
+    eot_id = _tokenizer_id(tokenizer, ("eot_id", "eot_token_id")) if eot_id is None else eot_id
+    pad_id = _tokenizer_id(tokenizer, ("pad_id",), default=0) if pad_id is None else pad_id
     rows = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else [list(row) for row in token_ids]
     texts = []
     for row in rows:
+        row = [int(token) for token in row]
         if row and sot_id is not None and row[0] == sot_id:
             row = row[1:]
         if eot_id is not None and eot_id in row:
             row = row[: row.index(eot_id)]
-        row = [int(token) for token in row if pad_id is None or token != pad_id]
-        texts.append(tokenizer.decode(row).strip())
+        texts.append(tokenizer.decode([token for token in row if token != pad_id]).strip())
     return texts
+
+
+def _tokenizer_id(tokenizer: Any, names: tuple[str, ...], default: int | None = None) -> int | None:
+    for name in names:
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return default

@@ -21,7 +21,7 @@ DEFAULT_ENVS = ("stationary", "piecewise", "drifting", "distillation")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=_positive, default=1000, help="rounds per run (default: %(default)s)")
-    parser.add_argument("--seeds", type=_positive, default=20, help="environment instances (and policy seeds) per environment (default: %(default)s)")
+    parser.add_argument("--seeds", type=_positive, default=30, help="environment instances (and policy seeds) per environment (default: %(default)s)")
     parser.add_argument("--arms", type=_positive, default=3, help="number of arms (default: %(default)s, the three CoCa modules)")
     parser.add_argument("--timescale", type=_positive_float, default=1.0,
                         help="multiply every environment's change period and decay time (default: %(default)s)")
@@ -106,8 +106,8 @@ def parse_policies(texts: list[str], n_arms: int = 3) -> dict[str, tuple[str, di
         if name in ORACLES:
             if options:
                 raise ConfigError(f"--policy {text!r}: {name} takes no options")
-        else:
-            make_policy(name, n_arms, 0, **options)  # unknown name or bad option: error now, naming it
+        elif make_policy(name, n_arms, 0, **options).plays_all:  # also: unknown name or bad option, named
+            raise ConfigError(f"--policy {text!r}: {name} plays every arm each round, so it has no pseudo-regret")
         specs[label] = (name, options)
     return specs
 
@@ -143,10 +143,10 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], markdown: str, curves) 
     writer.writerows(rows)
     atomic_write_text(out.with_suffix(".csv"), buffer.getvalue())
     atomic_write_text(out.with_suffix(".md"), markdown)
-    atomic_write_bytes(out, regret_figure(curves, out.suffix.lstrip(".") or "png"))
+    atomic_write_bytes(out, regret_figure(curves, out.suffix.lstrip(".") or "png", title=markdown.splitlines()[0]))
 
 
-def regret_figure(curves, fmt: str = "png") -> bytes:
+def regret_figure(curves, fmt: str = "png", title: str | None = None) -> bytes:
     """Mean cumulative regret per round (band: ± one standard error), one panel per environment."""
     import io
 
@@ -178,6 +178,8 @@ def regret_figure(curves, fmt: str = "png") -> bytes:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
+    if title:
+        fig.suptitle(title.split(" (")[0] + "; bands: ± one standard error", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 5), 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=120)

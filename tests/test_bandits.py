@@ -305,3 +305,11 @@ def test_make_arms():
         make_arms(modules, "pairs")
     with pytest.raises(ConfigError, match="no modules"):
         make_arms([], "modules")
+
+
+def test_numpy_integers_are_accepted_and_state_stays_plain_json():
+    policy = make_policy("fixed", 3, np.int64(4), arm=np.int64(1))
+    policy.update(np.int64(1), np.float32(0.5))
+    restored = make_policy("fixed", 3, 0, arm=1)
+    restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    assert restored.select() == 1 and restored.rounds == 1

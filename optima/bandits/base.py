@@ -59,7 +59,7 @@ class Policy:
         return {
             "policy": self.name,
             "n_arms": self.n_arms,
-            "options": dataclasses.asdict(self.options),
+            "options": _plain(dataclasses.asdict(self.options)),
             "rng": _plain(self.rng.bit_generator.state),
             "rounds": self.rounds,
             **self._state(),

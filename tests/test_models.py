@@ -306,3 +306,12 @@ def test_pretrained_tag_offline_is_a_clear_error(monkeypatch):
     with pytest.raises(CheckpointError, match=r"coca_ViT-B-32: could not fetch open_clip pretrained weights "
                                               r"'laion2b_s13b_b90k': OSError: no network"):
         create_coca("coca_ViT-B-32", pretrained="laion2b_s13b_b90k")
+
+
+def test_paper_scale_configs_pass_the_trap_checks():
+    from optima.models.factory import check_coca_config
+
+    for name in ("coca_ViT-L-14", "coca_ViT-B-32"):
+        cfg = get_coca_config(name)
+        check_coca_config(cfg, name)  # builds in seconds but needs GBs: checked, not built, here
+        assert cfg["multimodal_cfg"]["width"] == cfg["embed_dim"] == cfg["text_cfg"]["width"]

@@ -32,7 +32,7 @@ def write_checkpoint(run_dir: str | os.PathLike, state: dict[str, torch.Tensor],
     from safetensors.torch import save
 
     run_dir = Path(run_dir)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT}))
     atomic_write_json(run_dir / CONFIG_FILE, {"format": FORMAT, **record})
 

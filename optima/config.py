@@ -78,6 +78,13 @@ def _check_cross_references(config: dict, source: str) -> None:
                 raise ConfigError(
                     f"{source}: distill.methods.{name}.options.arm: must be one of {', '.join(MODULES)}, got {arm!r}"
                 )
+        if method["policy"] != "none":  # build the policy once so a bad option fails at load time
+            from optima.distill.rounds import build_policy
+
+            try:
+                build_policy(method_spec(config, name), seed=0)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
 
 
 def apply_overrides(config: dict, overrides: Iterable[str], source: str = "--set") -> dict:

@@ -121,3 +121,13 @@ def test_cli_reports_config_error_with_exit_status(tmp_path, smoke):
     assert proc.returncode == 2
     assert "distill.windw: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bad_policy_option_fails_at_load(tmp_path, smoke):
+    smoke["distill"]["optima"]["windw"] = 3
+    with pytest.raises(ConfigError, match=r"distill\.methods\.optima: .*unknown option 'windw'"):
+        load_config(_write(tmp_path, smoke))
+    smoke["distill"]["optima"].pop("windw")
+    smoke["distill"]["optima"]["gamma"] = 0.9  # window and gamma together
+    with pytest.raises(ConfigError, match=r"distill\.methods\.optima"):
+        load_config(_write(tmp_path, smoke))

@@ -16,6 +16,22 @@ from typing import Callable, Sequence
 from optima.config import MODULES
 
 
+def build_policy(method: dict, seed: int):
+    """(policy, arms) of a resolved method (``optima.config.method_spec``); raises ConfigError naming
+    the method and option when the policy's options are invalid."""
+    from optima.bandits import make_arms, make_policy
+    from optima.errors import ConfigError
+
+    arms = make_arms(MODULES, method["arms"])
+    options = dict(method["options"])
+    if method["policy"] == "fixed":  # the config names a module, the policy takes an arm index
+        options["arm"] = next(a for a, modules in enumerate(arms) if modules == (options.get("arm"),))
+    try:
+        return make_policy(method["policy"], len(arms), seed=seed, **options), arms
+    except ConfigError as exc:
+        raise ConfigError(f"distill.methods.{method['name']}: {exc}") from None
+
+
 class RoundController:
     def __init__(self, policy, arms: Sequence[tuple[str, ...]], round_steps: int, reward: str,
                  probe_loss: Callable[[], dict[str, float]] | None, set_active: Callable[[tuple[str, ...]], None],

@@ -52,6 +52,7 @@ def caption_scores(
     references: Mapping[Any, list[str]],
     predictions: Mapping[Any, str],
     spice: str = "auto",
+    meteor: bool = True,
 ) -> dict[str, float]:
     """Corpus-level caption metrics for one caption per image.
 
@@ -60,6 +61,8 @@ def caption_scores(
     cover the same image ids. Returns ``Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr`` (+ ``SPICE`` when it
     can run, see the module docstring) as fractions, named like pycocoevalcap names them. CIDEr's
     document frequencies come from the evaluated references, so scores depend on the whole set.
+    ``meteor=False`` leaves METEOR out (its JVM and paraphrase tables cost ~15 s of CPU per call;
+    used for the quick validation at the end of training).
     """
     _check_spice_mode(spice)
     _check_caption_inputs(references, predictions)
@@ -78,11 +81,12 @@ def caption_scores(
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
-    meteor = Meteor()
-    try:
-        scores["METEOR"] = float(meteor.compute_score(gts, res)[0])
-    finally:
-        del meteor  # its __del__ stops the METEOR JVM now rather than at interpreter exit
+    if meteor:
+        scorer = Meteor()
+        try:
+            scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        finally:
+            del scorer  # its __del__ stops the METEOR JVM now rather than at interpreter exit
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     if _spice_can_run(spice):

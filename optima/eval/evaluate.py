@@ -50,8 +50,14 @@ def predict_captions(task_model, dataset, tokenizer, batch_size: int, device, de
     return predictions
 
 
-def evaluate(task_model, dataset, tokenizer, eval_cfg: dict, device, autocast) -> dict[str, float]:
-    """The task's official metrics (flat name -> value) of ``task_model`` on ``dataset``."""
+def evaluate(task_model, dataset, tokenizer, eval_cfg: dict, device, autocast,
+             during_training: bool = False) -> dict[str, float]:
+    """The task's official metrics (flat name -> value) of ``task_model`` on ``dataset``.
+
+    ``during_training``: the validation at the end of a training verb, which leaves METEOR out unless
+    ``eval.meteor_during_training`` is set (METEOR's JVM costs ~15 s of CPU per call); ``eval.meteor:
+    false`` leaves it out everywhere (the default scale's time budget).
+    """
     from optima import eval as metrics
 
     task = task_model.task
@@ -62,7 +68,10 @@ def evaluate(task_model, dataset, tokenizer, eval_cfg: dict, device, autocast) -
         if task == "captions":
             predictions = predict_captions(task_model, dataset, tokenizer, batch_size, device,
                                            eval_cfg.get("decode", {}), autocast)
-            return metrics.caption_scores(dataset.references(), predictions, spice=eval_cfg.get("spice", "auto"))
+            meteor = eval_cfg.get("meteor", True) and (not during_training
+                                                         or eval_cfg.get("meteor_during_training", False))
+            return metrics.caption_scores(dataset.references(), predictions, spice=eval_cfg.get("spice", "auto"),
+                                          meteor=meteor)
         ids, labels = predict_labels(task_model, dataset, batch_size, device, autocast)
         if task == "vqa":
             results = [{"question_id": qid, "answer": dataset.answers[int(k)]} for qid, k in zip(ids, labels)]

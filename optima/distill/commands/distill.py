@@ -30,7 +30,6 @@ def run(args) -> int:
     import torch
     from torch.utils.data import Subset
 
-    from optima.bandits import make_arms, make_policy
     from optima.config import MODULES, config_hash, method_spec
     from optima.data.datasets import build_dataset
     from optima.data.formats import check_task
@@ -38,7 +37,7 @@ def run(args) -> int:
     from optima.distill.commands.common import finish_run, metrics_record, read_run_info, setup
     from optima.distill.loop import TrainSpec, fit
     from optima.distill.objectives import DistillationObjective
-    from optima.distill.rounds import RoundController
+    from optima.distill.rounds import RoundController, build_policy
     from optima.distill.runtime import seed_everything, shutdown
     from optima.distill.sampling import fixed_batch, to_device
     from optima.eval.evaluate import evaluate
@@ -69,11 +68,7 @@ def run(args) -> int:
 
     callbacks = None
     if method["policy"] != "none":
-        arms = make_arms(MODULES, method["arms"])
-        options = dict(method["options"])
-        if method["policy"] == "fixed":
-            options["arm"] = [a for a, modules in enumerate(arms) if modules == (options["arm"],)][0]
-        policy = make_policy(method["policy"], len(arms), seed=args.seed, **options)
+        policy, arms = build_policy(method, args.seed)
         probe = to_device(fixed_batch(full_train, probe_idx), runtime.device)
         probe_teacher = objective.teacher_outputs(probe, tuple(MODULES), need_logits=True)
 
@@ -108,7 +103,8 @@ def run(args) -> int:
         val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
                                 cache_images=data_cfg.get("cache_images", True))
         metrics = metrics_record(run_info, "val", evaluate(student, val_set, tokenizer, config["eval"],
-                                                           runtime.device, runtime.autocast))
+                                                           runtime.device, runtime.autocast,
+                                                           during_training=True))
     finish_run(args.out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
     shutdown(runtime)
     return 0

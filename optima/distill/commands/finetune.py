@@ -45,7 +45,8 @@ def run(args) -> int:
         val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
                                 cache_images=data_cfg.get("cache_images", True))
         metrics = metrics_record(run_info, "val", evaluate(task_model, val_set, tokenizer, config["eval"],
-                                                           runtime.device, runtime.autocast))
+                                                           runtime.device, runtime.autocast,
+                                                           during_training=True))
     finish_run(args.out, runtime, lambda d: save_task_model(task_model.cpu(), d), log, config, run_info, metrics)
     shutdown(runtime)
     return 0

@@ -241,3 +241,30 @@ def test_decode_texts_with_the_project_word_tokenizer():
     tokenizer = WordTokenizer(["a", "red", "circle"], context_length=8)
     tokens = tokenizer(["a red circle", "circle"])
     assert decode_texts(tokens, tokenizer) == ["a red circle", "circle"]
+
+
+def test_models_benchmark_prints_its_table(tmp_path, capsys):
+    import argparse
+    import json
+
+    from optima.models import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--batch-size", "2", "--decode-images", "2", "--context-length", "8", "--repeats", "1",
+                              "--json", str(tmp_path / "bench.json")])
+    assert bench.run(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for role in ("teacher", "student"):
+        model = report["models"][role]
+        assert model["parameters"]["total"] == sum(model["parameters"][k] for k in ("vision", "text", "multimodal", "other"))
+        assert model["train_step_s"] > 0
+        assert model["decoding"]["greedy (optima, no cache)"]["agreement"] == 1.0
+        assert model["decoding"]["beam 3 (optima, no cache)"]["agreement"] == 1.0
+        assert f"{model['parameters']['total']:,}" in printed
+    assert report["models"]["teacher"]["parameters"]["total"] > report["models"]["student"]["parameters"]["total"]
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        assert "open_clip generate: skipped" in printed

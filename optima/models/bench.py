@@ -200,13 +200,15 @@ def time_decoding(model, num_images: int, batch_size: int, image_size: int, max_
 
 
 def _agreement(candidate: list, reference: list, eot_id: int, pad_id: int, max_length: int) -> float:
-    """Fraction of identical captions, comparing the tokens before the end token (at most max_length - 2)."""
+    """Fraction of identical captions: the tokens before the first end or padding token, at most max_length - 2
+    (open_clip's generate ends a caption at a generated padding token and forces an end token at max_length)."""
     def captions(batches):
         rows = []
         for batch in batches:
             for row in batch.tolist():
                 row = row[1 : max_length - 1]
-                rows.append(tuple(row[: row.index(eot_id)] if eot_id in row else [t for t in row if t != pad_id]))
+                ends = [i for i, token in enumerate(row) if token in (eot_id, pad_id)]
+                rows.append(tuple(row[: ends[0]] if ends else row))
         return rows
 
     pairs = list(zip(captions(candidate), captions(reference)))

@@ -38,6 +38,6 @@ rule all:
     input:
         runs=rules.collect.output.runs,
         summary=rules.collect.output.summary,
-        tables=rules.tables.output.tables,
-        figures=rules.figures.output.figures,
+        tables=rules.tables.output,
+        figures=rules.figures.output,
     default_target: True

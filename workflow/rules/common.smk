@@ -15,6 +15,8 @@ from snakemake.utils import validate
 from optima.config import TASKS as KNOWN_TASKS
 from optima.config import load_config
 from optima.errors import ConfigError
+from optima.paper.figures import planned_figures
+from optima.paper.tables import planned_tables
 
 # --------------------------------------------------------------------------------------------
 # Which config file the verbs read.
@@ -98,19 +100,29 @@ config.clear()
 config.update(_loaded)
 validate(config, "../schemas/config.schema.yaml")
 
-# Checks only the workflow needs: names become path components and table rows.
+# Checks only the workflow needs (policy options are checked by load_config): method names become
+# path components, table rows and dotted config keys (DVC params).
 RESERVED_METHODS = ("teacher", "pretrain")
-for _name in config["distill"]["run"]:
-    if _name in RESERVED_METHODS:
-        raise WorkflowError(
-            f"invalid config: {CONFIG_FILE}: distill.run: method name {_name!r} is reserved "
-            f"(run_info.json uses {', '.join(RESERVED_METHODS)} for the teachers)"
-        )
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", _name):
-        raise WorkflowError(
-            f"invalid config: {CONFIG_FILE}: distill.run: method name {_name!r} must be letters, digits and _.+- "
-            "(it becomes a directory name)"
-        )
+
+
+def _check_methods():
+    for name in config["distill"]["run"]:
+        if name in RESERVED_METHODS:
+            raise ConfigError(
+                f"{CONFIG_FILE}: distill.run: method name {name!r} is reserved "
+                f"(run_info.json uses {', '.join(RESERVED_METHODS)} for the teachers)"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            raise ConfigError(
+                f"{CONFIG_FILE}: distill.run: method name {name!r} may hold only letters, digits, _ and - "
+                "(it becomes a directory name and a dotted config key)"
+            )
+
+
+try:
+    _check_methods()
+except ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}")
 
 TASKS = list(config["tasks"])
 METHODS = list(config["distill"]["run"])
@@ -157,9 +169,11 @@ def student_dir(task="{task}", method="{method}", seed="{seed}"):
     return f"{RESULTS}/students/{task}/{method}/seed{seed}"
 
 
-def run_outputs(run_dir):
-    """Named outputs of a training job: model=..., train_log=..., metrics=..."""
-    return {name.split(".")[0]: f"{run_dir}/{name}" for name in RUN_FILES}
+def run_outputs(run_dir, metrics=True):
+    """Named outputs of a training job: model=..., train_log=..., metrics=... (pre-training writes
+    no metrics.json: it has no task to evaluate)."""
+    names = RUN_FILES if metrics else [name for name in RUN_FILES if name != "metrics.json"]
+    return {name.split(".")[0]: f"{run_dir}/{name}" for name in names}
 
 
 def run_dir_of(wildcards, output):
@@ -178,8 +192,27 @@ def eval_metrics_files():
     return [f"{run}/metrics_{SPLIT}.json" for run in evaluated_runs()]
 
 
-def train_logs():
-    return [f"{run}/train_log.csv" for run in evaluated_runs()]
+def student_train_logs():
+    """What the figures read besides runs.csv (selection frequencies, rewards, loss curves)."""
+    return [f"{student_dir(t, m, s)}/train_log.csv" for t in TASKS for m in METHODS for s in SEEDS]
+
+
+def paper_outputs(kind, file_names, report_format):
+    """Named outputs of `tables` / `figures`: every file the verb writes for this config (the verb
+    says which: planned_tables / planned_figures), the `report_format` ones flagged for the report
+    with their caption from workflow/report/<kind>/<name>.rst."""
+    outputs = {}
+    for file_name in file_names:
+        name, fmt = file_name.rsplit(".", 1)
+        path = f"{RESULTS}/{kind}/{file_name}"
+        if fmt == report_format:
+            path = report(path, caption=f"../report/{kind}/{name}.rst", category=kind.capitalize(), labels={"name": name})
+        outputs[f"{name}_{fmt}"] = path
+    return outputs
+
+
+def out_dir_of(wildcards, output):
+    return os.path.dirname(output[0])
 
 
 def pretrained_input(wildcards):
@@ -224,7 +257,6 @@ def launcher(wildcards, resources):
 # `params:` (workflow/scripts/dvc_yaml.py), so `dvc exp run -S distill.optima.window=10` retrains
 # only the students of methods that read `distill.optima`.
 # --------------------------------------------------------------------------------------------
-DATA_MODEL_KEYS = ("image_size", "tokenizer", "context_length", "num_answers")
 DISTILL_RUN_KEYS = ("methods", "run", "seeds", "optima")  # per-method keys are added by method_keys()
 # training ends with a validation evaluation (metrics.json), so it reads eval.*, but neither the
 # split of the pipeline's evaluation nor the evaluation batch size changes what it trains
@@ -238,7 +270,9 @@ def _present(section, names=None, exclude=()):
 
 
 def _model_keys():
-    return ["seed"] + _present("data", DATA_MODEL_KEYS) + ["model"] + _present("runtime", ("device", "precision"))
+    # all of `data`: training reads more than the prepared files (e.g. the probe batch is drawn
+    # with data.synthetic.seed at every scale)
+    return ["seed", "data", "model"] + _present("runtime", ("device", "precision"))
 
 
 def method_keys(method):
@@ -259,7 +293,7 @@ def config_keys(rule_name, wildcards):
     if rule_name == "distill":
         return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name in ("evaluate_teacher", "evaluate_student"):
-        return _present("data", DATA_MODEL_KEYS) + ["eval"] + _present("runtime", ("device", "precision"))
+        return ["data", "eval"] + _present("runtime", ("device", "precision"))
     if rule_name in ("tables", "figures"):
         return ["tasks", "distill.methods", "distill.run", "distill.seeds"]
     return []

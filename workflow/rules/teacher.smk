@@ -4,7 +4,7 @@ rule pretrain:
         data=f"{DATA}/captions",
         pretrained=pretrained_input,
     output:
-        **run_outputs(pretrain_dir()),
+        **run_outputs(pretrain_dir(), metrics=False),
     log:
         f"{LOGS}/teachers/pretrain.log",
     params:

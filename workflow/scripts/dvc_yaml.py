@@ -136,7 +136,7 @@ def _stage(record: dict, configfile: str, keys: list[str], root: Path, check_cmd
 
 
 def _plots(records: list[dict], config: dict) -> list:
-    """Top-level plots: training loss per task (every student and the teacher) and the figures."""
+    """Top-level plots: training loss per task (the teacher and every student) and the figures."""
     plots = []
     for task in config["tasks"]:
         logs = {}
@@ -145,9 +145,9 @@ def _plots(records: list[dict], config: dict) -> list:
                 logs[record["named_output"]["train_log"]] = "loss"
         if logs:
             plots.append({f"{task} training loss": {"x": "step", "y": logs, "template": "linear"}})
-    for record in records:
+    for record in records:  # the figures as images (selection frequencies, rewards, comparison, ...)
         if record["rule"] == "figures":
-            plots.append(record["named_output"]["figures"])
+            plots += [path for path in record["output"] if path.endswith(".png")]
     return plots
 
 

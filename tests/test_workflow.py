@@ -1,0 +1,383 @@
+"""The Snakemake workflow and its DVC twin: lint, dry runs of every scale, load-time config errors,
+selective reruns, failed jobs, dvc.yaml being current, and (slow) the whole smoke pipeline for real.
+
+Snakemake runs in a temporary copy of the workflow files (Snakefile, workflow/, config/,
+params.yaml, environment.yml) so tests never touch the checkout's .snakemake/ or results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params.yaml", "environment.yml")
+TRAIN_RULES = ("pretrain", "finetune", "distill")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `optima` and `snakemake` of this venv
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():  # symlinks (the schema) are copied as files: the copy stands alone
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=workdir, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run."""
+    block = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        if match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def expected_job_counts(config: dict) -> dict[str, int]:
+    """What runs.md asks for, from the config alone."""
+    tasks = config["tasks"]
+    students = len(tasks) * len(config["distill"]["run"]) * len(config["distill"]["seeds"])
+    return {
+        "prepare": len(set(tasks) | {"captions"}),  # pre-training reads the captions data
+        "pretrain": 1,
+        "finetune": len(tasks),
+        "distill": students,
+        "evaluate_teacher": len(tasks),
+        "evaluate_student": students,
+        "collect": 1,
+        "tables": 1,
+        "figures": 1,
+        "all": 1,
+    }
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
+
+
+# ------------------------------------------------------------------------------------------- lint, DAG
+
+
+def test_lint_is_clean(workdir):
+    proc = snakemake(workdir, "--lint", check=False)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("configfile", ["params.yaml", "config/smoke.yaml", "config/synthetic-full.yaml"])
+def test_dry_run_lists_every_job_of_the_scale(workdir, configfile):
+    proc = snakemake(workdir, "-n", "--configfile", configfile)
+    assert job_counts(proc.stdout) == expected_job_counts(load(workdir / configfile))
+
+
+def test_dry_run_commands_follow_the_verb_contract(workdir):
+    """The shell commands are runs.md's verb calls, with the config file, paths and --threads."""
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/smoke.yaml")
+    out = proc.stdout
+    expected = [
+        "optima prepare vqa --config config/smoke.yaml --out data/smoke/vqa --threads 1",
+        "optima pretrain --config config/smoke.yaml --data data/smoke/captions --out results/smoke/teachers/pretrain"
+        " --threads 1",
+        "optima finetune vqa --config config/smoke.yaml --data data/smoke/vqa --init results/smoke/teachers/pretrain"
+        " --out results/smoke/teachers/vqa --threads 1",
+        "optima distill vqa --method optima --seed 1 --config config/smoke.yaml --data data/smoke/vqa"
+        " --teacher results/smoke/teachers/vqa --out results/smoke/students/vqa/optima/seed1 --threads 1",
+        "optima evaluate --config config/smoke.yaml --data data/smoke/vqa --run results/smoke/students/vqa/optima/seed1"
+        " --split test --out results/smoke/students/vqa/optima/seed1/metrics_test.json --threads 1",
+        "optima collect --config config/smoke.yaml --out-dir results/smoke/eval --threads 1",
+        "optima tables --config config/smoke.yaml --runs results/smoke/eval/runs.csv --out-dir results/smoke/tables",
+        "optima figures --config config/smoke.yaml --runs results/smoke/eval/runs.csv --logs-root results/smoke"
+        " --out-dir results/smoke/figures",
+    ]
+    for command in expected:
+        assert command in out, f"missing command: {command}"
+    # training outputs are the run files, never the resume checkpoints
+    assert "checkpoints" not in out
+    for line in out.splitlines():
+        if line.strip().startswith("output:") and "seed1/model.safetensors" in line:
+            assert "metrics.json" in line and "train_log.csv" in line
+
+
+def test_paper_scale_dry_run_reads_the_official_files(tmp_path):
+    """config/paper.yaml: one job list like every scale; its prepare jobs take the downloaded files."""
+    work = copy_workflow(tmp_path / "wf")
+    config = load(work / "config/paper.yaml")
+    proc = snakemake(work, "-n", "--configfile", "config/paper.yaml", check=False)
+    assert proc.returncode != 0 and "Missing input files for rule prepare" in proc.stdout + proc.stderr
+    for spec in config["data"]["official"].values():  # stand-ins for the downloads
+        paths = [spec["images"]] + [p for group in ("questions", "annotations") for p in (spec.get(group) or {}).values()]
+        for path in filter(None, paths):
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).touch()
+    proc = snakemake(work, "-n", "-p", "--configfile", "config/paper.yaml")
+    assert job_counts(proc.stdout) == expected_job_counts(config)
+    assert "gpu=1" in proc.stdout  # runtime.device: cuda -> one GPU per training/evaluation job
+
+
+def test_config_overrides_reach_the_verbs(workdir):
+    """--config values and further --configfile overlays become the verbs' --set arguments."""
+    overlay = workdir / "overlay.yaml"
+    overlay.write_text("eval: {batch_size: 4}\n")
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/smoke.yaml", str(overlay),
+                     "--config", "distill={seeds: [0, 2], optima: {window: 4}}", "tasks=[vqa]")
+    counts = job_counts(proc.stdout)
+    assert counts["distill"] == 1 * 3 * 2 and counts["finetune"] == 1
+    assert "--set eval.batch_size=4" in proc.stdout
+    assert "--set 'distill.seeds=[0, 2]' --set distill.optima.window=4 --set 'tasks=[vqa]'" in proc.stdout
+    assert "results/smoke/students/vqa/optima/seed2" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def _bad_config(tmp_path: Path, edit) -> Path:
+    config = load(ROOT / "config/smoke.yaml")
+    edit(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _set(path: str, value):
+    def edit(config):
+        *parents, last = path.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize("edit, key", [
+    (_set("tasks", []), "tasks"),
+    (_set("tasks", ["vqa", "gqa"]), "tasks"),
+    (_set("distill.run", []), "distill.run"),
+    (_set("distill.run", ["optima", "optimus"]), "distill.run"),
+    (_set("distill.seeds", []), "distill.seeds"),
+    (_set("distill.seeds", [0, "one"]), "distill.seeds"),
+    (_set("distill.methods.teacher", {"policy": "none"}) , None),  # defined but reserved: see below
+    (_set("distill.optima.windw", 3), "windw"),
+])
+def test_bad_config_fails_at_load_naming_the_key(workdir, tmp_path, edit, key):
+    if key is None:  # a method called "teacher" would be mistaken for the teachers' rows
+        config_edit = edit
+
+        def edit(config):
+            config_edit(config)
+            config["distill"]["run"] = ["optima", "teacher"]
+
+        key = "distill.run"
+    bad = _bad_config(tmp_path, edit)
+    proc = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "invalid config" in message and key in message, message
+    assert "Building DAG of jobs" not in message  # failed while loading, before any job was planned
+
+
+# ------------------------------------------------------------------------------------------- reruns, failures
+
+
+def _touch_all_outputs(work: Path, configfile: str) -> None:
+    """Mark every output as made (without running the verbs), so dry runs show what a change reruns."""
+    proc = snakemake(work, "--summary", "--configfile", configfile)
+    for line in proc.stdout.splitlines()[1:]:
+        path, _, rule = line.split("\t")[:3]
+        target = work / path
+        if rule in ("prepare",):  # directory outputs
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+    snakemake(work, "--touch", "--cores", "1", "--configfile", configfile)
+
+
+def test_a_config_change_reruns_only_the_jobs_that_read_it(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    _touch_all_outputs(work, "config/smoke.yaml")
+    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    # OPTIMA's window: only the optima students (and what summarises them) rerun
+    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "--config", "distill={optima: {window: 4}}")
+    config = load(work / "config/smoke.yaml")
+    students = len(config["tasks"]) * len(config["distill"]["seeds"])
+    assert job_counts(proc.stdout) == {"distill": students, "evaluate_student": students, "collect": 1,
+                                       "tables": 1, "figures": 1, "all": 1}
+    assert re.findall(r"wildcards: task=\w+, method=(\S+?),", proc.stdout) == ["optima"] * (2 * students)
+
+    # the evaluation split: every evaluation reruns, no training does
+    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "--config", "eval={split: val}")
+    counts = job_counts(proc.stdout)
+    assert not set(counts) & set(TRAIN_RULES) and counts["evaluate_student"] == len(config["tasks"]) * 3 * 2
+
+
+FAILING_VERB = """#!/bin/sh
+# stands in for `optima`: writes part of a run's outputs, then fails like a crashed training job
+for last; do :; done
+out=""; prev=""
+for arg in "$@"; do [ "$prev" = "--out" ] && out="$arg"; prev="$arg"; done
+mkdir -p "$out" && echo partial > "$out/model.safetensors" && echo partial > "$out/train_log.csv"
+exit 3
+"""
+
+
+def test_a_failed_job_leaves_no_output_that_looks_complete(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "optima").write_text(FAILING_VERB)
+    (fake_bin / "optima").chmod(0o755)
+    (work / "data/smoke/captions").mkdir(parents=True)  # pretrain's input, "prepared"
+    snakemake(work, "--touch", "--cores", "1", "--configfile", "config/smoke.yaml", "--", "data/smoke/captions")
+    env = _env()
+    env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "--configfile", "config/smoke.yaml", "--",
+                           "results/smoke/teachers/pretrain/model.safetensors"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    run_dir = work / "results/smoke/teachers/pretrain"
+    assert not (run_dir / "model.safetensors").exists() and not (run_dir / "train_log.csv").exists()
+    assert (work / "logs/smoke/teachers/pretrain.log").exists()  # the log stays for the user to read
+
+
+# ------------------------------------------------------------------------------------------- DVC
+
+
+def test_dvc_yaml_is_current():
+    proc = subprocess.run([sys.executable, "workflow/scripts/dvc_yaml.py", "--check"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_dvc_yaml_tracks_checkpoints_metrics_params_and_plots():
+    dvc = load(ROOT / "dvc.yaml")
+    config = load(ROOT / "params.yaml")
+    stages = dvc["stages"]
+    assert len(stages) == sum(expected_job_counts(config).values()) - 1  # every job but `all`
+    results = config["paths"]["results"]
+    student = stages["distill-vqa-optima-seed0"]
+    for name in ("model.safetensors", "metrics.json", "train_log.csv"):
+        assert f"{results}/students/vqa/optima/seed0/{name}" in student["outs"]
+        assert f"{results}/teachers/vqa/{name}" in stages["finetune-vqa"]["outs"]
+    assert not any("checkpoints" in out for stage in stages.values() for out in stage.get("outs", []))
+    # params: OPTIMA's block reruns only the methods that read it
+    assert "distill.optima" in student["params"]
+    assert "distill.optima" not in stages["distill-vqa-layerwise-seed0"]["params"]
+    assert "distill.methods.layerwise" in stages["distill-vqa-layerwise-seed0"]["params"]
+    assert stages["collect"]["metrics"] == [f"{results}/eval/summary.json"]
+    # each command is the Snakemake job's, after creating its log folder
+    assert student["cmd"][-1].startswith("optima distill vqa --method optima --seed 0 --config params.yaml")
+    plotted = [next(iter(p)) if isinstance(p, dict) else p for p in dvc["plots"]]
+    assert "vqa training loss" in plotted
+    assert any(p.endswith("selection_frequency.png") for p in plotted)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def _read_metrics(path: Path) -> dict:
+    record = json.loads(path.read_text())
+    return record["metrics"]
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(tmp_path):
+    """The whole workflow on config/smoke.yaml: every table and figure, tables equal to the runs'
+    metrics, a no-op rerun, and the report."""
+    import pandas as pd
+
+    from optima.paper.figures import planned_figures
+    from optima.paper.tables import planned_tables
+
+    work = copy_workflow(tmp_path / "wf")
+    config = load(work / "config/smoke.yaml")
+    results = work / config["paths"]["results"]
+    snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml", timeout=1800)
+
+    for name in planned_tables(config):
+        assert (results / "tables" / name).stat().st_size > 0, name
+    for name in planned_figures(config):
+        assert (results / "figures" / name).stat().st_size > 0, name
+
+    # runs.csv holds exactly the evaluated runs' metrics
+    runs = pd.read_csv(results / "eval/runs.csv")
+    split = config["eval"]["split"]
+    expected = {}
+    for task in config["tasks"]:
+        for metric, value in _read_metrics(results / f"teachers/{task}/metrics_{split}.json").items():
+            expected[(task, "teacher", 0, metric)] = value
+        for method in config["distill"]["run"]:
+            for seed in config["distill"]["seeds"]:
+                path = results / f"students/{task}/{method}/seed{seed}/metrics_{split}.json"
+                for metric, value in _read_metrics(path).items():
+                    expected[(task, method, seed, metric)] = value
+    got = {(r.task, r.method, int(r.seed), r.metric): r.value for r in runs.itertuples() if r.split == split}
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+    # the main table's numbers are the seed means of those metrics
+    main = pd.read_csv(results / "tables/main.csv")
+    _check_main_table(main, expected, config)
+
+    # nothing left to do; the report builds with the tables and figures in it
+    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    snakemake(work, "--configfile", "config/smoke.yaml", "--report", "report.html", timeout=600)
+    report = (work / "report.html").read_text(errors="replace")
+    assert "main.csv" in report and "comparison.png" in report
+
+
+def _check_main_table(main, expected: dict, config: dict) -> None:
+    """Every number of the main table's CSV equals the mean over seeds of the metrics JSON files."""
+    import statistics
+
+    checked = 0
+    for row in main.to_dict("records"):
+        method = row.get("method")
+        for column, value in row.items():
+            if not isinstance(value, (int, float)) or value != value or "/" not in str(column):
+                continue
+            task, metric = str(column).split("/", 1)
+            values = [v for (t, m, _, name), v in expected.items() if t == task and m == method and name == metric]
+            if not values:
+                continue
+            assert value == pytest.approx(statistics.mean(values), rel=1e-6), (method, column)
+            checked += 1
+    assert checked >= len(config["tasks"]) * (1 + len(config["distill"]["run"])), main.columns.tolist()

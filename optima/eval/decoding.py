@@ -16,6 +16,7 @@ without an end token are returned as they are (no end token is forced).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -212,28 +213,21 @@ def _make_stepper(coca: nn.Module, images: torch.Tensor, use_cache: bool):
 # Search
 
 
-class _EvalMode:
-    """Eval mode and no autograd for the duration of decoding; restores the previous mode."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def __enter__(self):
-        self.was_training = self.module.training
-        self.no_grad = torch.no_grad()
-        self.no_grad.__enter__()
-        self.module.eval()
-        return self.module
-
-    def __exit__(self, *exc):
-        self.module.train(self.was_training)
-        self.no_grad.__exit__(*exc)
-        return False
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode and no autograd for the duration of decoding; restores the training flag."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
 
 
 def _check(coca: nn.Module, images: torch.Tensor, sot_id: int, eot_id: int, pad_id: int, max_length: int | None, min_length: int) -> int:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be a [batch, channels, height, width] tensor, got {getattr(images, 'shape', type(images))}")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty [batch, channels, height, width] tensor, got {getattr(images, 'shape', type(images))}")
     vocab_size = coca.text.vocab_size
     for name, value in (("sot_id", sot_id), ("eot_id", eot_id), ("pad_id", pad_id)):
         if not 0 <= int(value) < vocab_size:
@@ -262,11 +256,11 @@ def greedy_search(
 
     Returns ``tokens`` [B, L] (start token first, ``pad_id`` after the end token, L <= max_length),
     ``log_probs`` [B] (sum over the generated tokens) and ``lengths`` [B] (tokens including start
-    and end). ``min_length`` generated tokens come before the end token may be chosen.
+    and end). The end token can be chosen only after ``min_length`` generated tokens.
     """
     coca = unwrap_coca(model)
     max_length = _check(coca, images, sot_id, eot_id, pad_id, max_length, min_length)
-    with _EvalMode(coca):
+    with _eval_mode(coca):
         batch = images.shape[0]
         device = images.device
         stepper = _make_stepper(coca, images, use_cache)
@@ -326,7 +320,7 @@ def beam_search(
     if beam_size < 1:
         raise ConfigError(f"decoding: beam_size={beam_size} must be at least 1")
     width = int(beam_size)
-    with _EvalMode(coca):
+    with _eval_mode(coca):
         batch = images.shape[0]
         device = images.device
         stepper = _make_stepper(coca, images, use_cache)

@@ -95,10 +95,11 @@ def test_batches_are_a_function_of_the_step():
     b = StepBatchSampler(50, 8, seed=3, start_step=13, total_steps=20)
     assert list(a)[13:] == list(b)
     # two ranks split one global batch without overlap
-    r0 = StepBatchSampler(50, 4, seed=3, start_step=0, total_steps=5, rank=0, world_size=2)
-    r1 = StepBatchSampler(50, 4, seed=3, start_step=0, total_steps=5, rank=1, world_size=2)
-    for x, y in zip(r0, r1):
-        assert not set(x) & set(y)
+    single = StepBatchSampler(50, 8, seed=3, start_step=0, total_steps=5)
+    r0 = StepBatchSampler(50, 8, seed=3, start_step=0, total_steps=5, rank=0, world_size=2)
+    r1 = StepBatchSampler(50, 8, seed=3, start_step=0, total_steps=5, rank=1, world_size=2)
+    for whole, x, y in zip(single, r0, r1):
+        assert len(x) == len(y) == 4 and x + y == whole  # the same global batch, split across ranks
 
 
 def test_warmup_cosine_schedule():

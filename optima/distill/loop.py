@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from optima.distill import checkpoint as ckpt
 from optima.distill.optim import build_optimizer, build_scheduler
-from optima.distill.runtime import Runtime, rng_state, set_rng_state
+from optima.distill.runtime import Runtime, all_reduce_mean_dict, rng_state, set_rng_state
 from optima.distill.sampling import to_device, training_loader
 from optima.distill.trainlog import TrainLog
 from optima.errors import CheckpointError, TrainingError
@@ -127,7 +127,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         callbacks.before_step(step)
         with runtime.autocast():
             losses = model(batch)
-        values = {name: float(value.detach()) for name, value in losses.items()}
+        values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
         for name, value in values.items():
             if not math.isfinite(value):
                 last = ckpt.latest_checkpoint(run_dir)
@@ -144,7 +144,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
-        timed_examples += spec.batch_size * runtime.world_size
+        timed_examples += spec.batch_size
         extra = callbacks.after_step(step, values)
         done = step + 1
         if done % spec.log_every == 0 or done == spec.steps or extra:

@@ -74,11 +74,11 @@ class RoundController:
 
     def after_step(self, step: int, losses: dict[str, float]) -> dict:
         if step % self.round_steps == 0:
-            self.first_train_loss = self.runtime.all_reduce_mean(losses["loss"])
+            self.first_train_loss = losses["loss"]  # already averaged over ranks by the loop
         if (step + 1) % self.round_steps != 0:
             return {}
         if self.reward_kind == "train":
-            before, after = self.first_train_loss, self.runtime.all_reduce_mean(losses["loss"])
+            before, after = self.first_train_loss, losses["loss"]
         else:
             before, after = self.before, self._measure()
         reward = (before - after) / max(abs(before), 1e-12)

@@ -57,6 +57,16 @@ class Runtime:
         return float(tensor.item() / self.world_size)
 
 
+def all_reduce_mean_dict(runtime: "Runtime", values: dict[str, float]) -> dict[str, float]:
+    """Mean over ranks of a dict of floats (logged losses are global-batch means, like a 1-process run)."""
+    if not runtime.distributed:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return {k: float(v) / runtime.world_size for k, v in zip(keys, tensor.tolist())}
+
+
 def init_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
     if threads:
         # one job per core under `snakemake --cores all`: never let torch grab every core

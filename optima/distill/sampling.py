@@ -11,9 +11,15 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 
 
 class StepBatchSampler(Sampler[list[int]]):
+    """``batch_size`` is the global batch: each of ``world_size`` ranks gets ``batch_size / world_size``
+    examples, so a run on N processes sees exactly the batches of a single-process run."""
+
     def __init__(self, dataset_size: int, batch_size: int, seed: int, start_step: int, total_steps: int,
                  rank: int = 0, world_size: int = 1):
-        global_batch = batch_size * world_size
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        global_batch = batch_size
+        batch_size = global_batch // world_size
         if dataset_size < global_batch:
             raise ValueError(f"dataset of {dataset_size} examples is smaller than one global batch ({global_batch})")
         self.dataset_size = dataset_size

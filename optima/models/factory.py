@@ -25,7 +25,7 @@ from torch import nn
 from optima.config import MODULES
 from optima.errors import CheckpointError, ConfigError
 
-PACKAGED_MODELS = ("optima-tiny-teacher", "optima-tiny-student")
+PACKAGED_MODELS = ("optima-tiny-teacher", "optima-tiny-student", "optima-nano-teacher", "optima-nano-student")
 CONFIG_ATTRIBUTE = "optima_model_config"  # where a built model keeps {"name", "model_cfg"}
 
 _registered = False

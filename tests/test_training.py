@@ -1,0 +1,160 @@
+"""The training verbs end to end on config/smoke.yaml: outputs, determinism, crash-resume, DDP, bad input."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from optima.distill.trainlog import TIMING_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def optima(*args, check=True, **kwargs):
+    proc = subprocess.run([sys.executable, "-m", "optima", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"optima {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, smoke_config_path):
+    """Prepared smoke data, a pre-trained teacher and a VQA teacher, shared by the tests below."""
+    root = tmp_path_factory.mktemp("training")
+    cfg = smoke_config_path
+    for task in ("captions", "vqa"):
+        optima("prepare", task, "--config", cfg, "--out", root / "data" / task)
+    optima("pretrain", "--config", cfg, "--data", root / "data/captions", "--out", root / "pretrain", "--threads", 1)
+    optima("finetune", "vqa", "--config", cfg, "--data", root / "data/vqa", "--init", root / "pretrain",
+           "--out", root / "teacher_vqa", "--threads", 1)
+    return {"root": root, "config": cfg}
+
+
+def distill(world, out, method="optima", seed=0, *extra, check=True):
+    return optima("distill", "vqa", "--method", method, "--seed", seed, "--config", world["config"],
+                  "--data", world["root"] / "data/vqa", "--teacher", world["root"] / "teacher_vqa",
+                  "--out", out, "--threads", 1, *extra, check=check)
+
+
+def read_log(path):
+    with open(path) as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def test_pretrain_and_finetune_write_complete_runs(world):
+    pretrain, teacher = world["root"] / "pretrain", world["root"] / "teacher_vqa"
+    for run in (pretrain, teacher):
+        for name in ("model.safetensors", "model_config.json", "config.yaml", "run_info.json", "train_log.csv"):
+            assert (run / name).is_file(), f"{run}/{name}"
+        assert not (run / "train_log.inprogress.csv").exists()
+    log = read_log(pretrain / "train_log.csv")
+    assert log and log[-1]["step"] == "6" and log[-1]["contrastive_loss"] and log[-1]["caption_loss"]
+    metrics = json.loads((teacher / "metrics.json").read_text())
+    assert metrics["role"] == "teacher" and metrics["split"] == "val" and "overall" in metrics["metrics"]
+
+
+def test_distill_logs_arm_and_reward_every_round(world, tmp_path):
+    distill(world, tmp_path / "run")
+    rows = read_log(tmp_path / "run/train_log.csv")
+    rounds = [r for r in rows if r["reward"]]
+    assert [int(r["round"]) for r in rounds] == [0, 1, 2, 3]  # 8 steps, 2 steps per round
+    # OPTIMA plays every arm once first, in index order
+    assert [r["arm"] for r in rounds[:3]] == ["vision", "text", "multimodal"]
+    for r in rounds:
+        assert r["probe_loss"] and r[f"layer_loss_{r['arm']}"]
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert (metrics["method"], metrics["seed"], metrics["role"]) == ("optima", 0, "student")
+    # the saved student is a plain open_clip CoCa with half the teacher's layers
+    record = json.loads((tmp_path / "run/model_config.json").read_text())
+    assert record["model_cfg"]["vision_cfg"]["layers"] == 1
+
+
+def test_same_seed_gives_identical_logs_and_metrics(world, tmp_path):
+    distill(world, tmp_path / "a", "uniform", 3)
+    distill(world, tmp_path / "b", "uniform", 3)
+    assert read_log(tmp_path / "a/train_log.csv") == read_log(tmp_path / "b/train_log.csv")
+    assert (tmp_path / "a/metrics.json").read_text() == (tmp_path / "b/metrics.json").read_text()
+
+
+def test_sigkill_after_first_checkpoint_then_resume_matches(world, tmp_path):
+    longer = ("--set", "distill.steps=30", "--set", "distill.checkpoint_every=4")
+    distill(world, tmp_path / "whole", "optima", 0, *longer)
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "optima", "distill", "vqa", "--method", "optima", "--seed", "0",
+           "--config", str(world["config"]), "--data", str(world["root"] / "data/vqa"),
+           "--teacher", str(world["root"] / "teacher_vqa"), "--out", str(run), "--threads", "1", *longer]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoints/step_0000004/meta.json").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()  # nothing that looks complete
+    resumed = distill(world, run, "optima", 0, *longer)
+    assert "resuming from" in resumed.stdout
+    assert (run / "metrics.json").read_text() == (tmp_path / "whole/metrics.json").read_text()
+    assert read_log(run / "train_log.csv") == read_log(tmp_path / "whole/train_log.csv")
+
+
+def test_two_process_gloo_torchrun_matches_single_process(world, tmp_path):
+    distill(world, tmp_path / "single", "layerwise", 1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "optima", "distill", "vqa", "--method", "layerwise", "--seed", "1",
+           "--config", str(world["config"]), "--data", str(world["root"] / "data/vqa"),
+           "--teacher", str(world["root"] / "teacher_vqa"), "--out", str(tmp_path / "ddp"), "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = read_log(tmp_path / "single/train_log.csv")
+    ddp = read_log(tmp_path / "ddp/train_log.csv")
+    assert [r["arm"] for r in single] == [r["arm"] for r in ddp]
+    # Same global batches. Differences: the order of floating-point reductions, and masked means
+    # (text padding) taken per rank and then averaged, exactly as DDP averages per-rank gradients.
+    for a, b in zip(single, ddp):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=2e-2)
+    m1 = json.loads((tmp_path / "single/metrics.json").read_text())["metrics"]
+    m2 = json.loads((tmp_path / "ddp/metrics.json").read_text())["metrics"]
+    assert m1.keys() == m2.keys()
+    for key in m1:
+        assert m1[key] == pytest.approx(m2[key], abs=1.0)  # VQA score in percent: within one point
+
+
+def test_bad_inputs_fail_clearly(world, tmp_path):
+    proc = distill(world, tmp_path / "x", "optimus", check=False)
+    assert proc.returncode == 2 and "unknown method 'optimus'" in proc.stderr
+    proc = optima("distill", "vqa", "--method", "optima", "--seed", 0, "--config", world["config"],
+                  "--data", world["root"] / "data/vqa", "--teacher", tmp_path / "missing", "--out", tmp_path / "y",
+                  check=False)
+    assert proc.returncode == 2 and "run directory does not exist" in proc.stderr
+    proc = optima("distill", "captions", "--method", "optima", "--seed", 0, "--config", world["config"],
+                  "--data", world["root"] / "data/captions", "--teacher", world["root"] / "teacher_vqa",
+                  "--out", tmp_path / "z", check=False)
+    assert proc.returncode == 2 and "task 'vqa', not 'captions'" in proc.stderr
+    proc = distill(world, tmp_path / "w", "optima", 0, "--teacher", world["root"] / "pretrain", check=False)
+    assert proc.returncode == 2 and "expected a teacher run" in proc.stderr
+    for out in ("x", "y", "z", "w"):
+        assert not (tmp_path / out / "metrics.json").exists()
+
+
+def test_resume_from_other_config_is_refused(world, tmp_path):
+    distill(world, tmp_path / "run", "layerwise", 0)
+    proc = distill(world, tmp_path / "run", "layerwise", 0, "--set", "distill.lr=0.5", check=False)
+    assert proc.returncode == 2 and "differs in: distill.lr" in proc.stderr
+
+
+def test_diverging_loss_stops_with_step_and_term(world, tmp_path):
+    proc = distill(world, tmp_path / "run", "layerwise", 0, "--set", "distill.lr=1e12",
+                   "--set", "distill.grad_clip=null", "--set", "distill.warmup_steps=0", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "at step" in proc.stderr and ("is nan" in proc.stderr or "is inf" in proc.stderr)
+    assert not (tmp_path / "run/metrics.json").exists()

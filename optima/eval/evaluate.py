@@ -42,7 +42,9 @@ def predict_captions(task_model, dataset, tokenizer, batch_size: int, device, de
             tokens = generate_captions(task_model, batch["image"].to(device), sot_id=tokenizer.sot_id,
                                        eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
                                        max_length=decode.get("max_length", 24), method=decode.get("method", "greedy"),
-                                       beam_size=decode.get("beam_size", 3))
+                                       beam_size=decode.get("beam_size", 3),
+                                       length_penalty=decode.get("length_penalty", 1.0),
+                                       min_length=decode.get("min_length", 0))
         texts = decode_texts(tokens.cpu(), tokenizer, sot_id=tokenizer.sot_id, eot_id=tokenizer.eot_id,
                              pad_id=tokenizer.pad_id)
         for image_id, text in zip(batch["image_id"].tolist(), texts):

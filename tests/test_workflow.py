@@ -340,7 +340,7 @@ def test_dvc_yaml_tracks_checkpoints_metrics_params_and_plots():
     # each command is the Snakemake job's, after creating its log folder
     assert student["cmd"][-1].startswith("optima distill vqa --method optima --seed 0 --config params.yaml")
     plotted = [next(iter(p)) if isinstance(p, dict) else p for p in dvc["plots"]]
-    assert "vqa training loss" in plotted
+    assert "vqa task loss" in plotted
     assert any(p.endswith("selection_frequency.png") for p in plotted)
 
 

@@ -136,15 +136,16 @@ def _stage(record: dict, configfile: str, keys: list[str], root: Path, check_cmd
 
 
 def _plots(records: list[dict], config: dict) -> list:
-    """Top-level plots: training loss per task (the teacher and every student) and the figures."""
+    """Top-level plots: the task loss over training per task (the teacher and every student; the
+    one loss term every method has, as in the loss-curve figure) and the figures as images."""
     plots = []
     for task in config["tasks"]:
         logs = {}
         for record in records:
             if record["rule"] in ("finetune", "distill") and record["wildcards"].get("task") == task:
-                logs[record["named_output"]["train_log"]] = "loss"
+                logs[record["named_output"]["train_log"]] = "task_loss"
         if logs:
-            plots.append({f"{task} training loss": {"x": "step", "y": logs, "template": "linear"}})
+            plots.append({f"{task} task loss": {"x": "step", "y": logs, "template": "linear"}})
     for record in records:  # the figures as images (selection frequencies, rewards, comparison, ...)
         if record["rule"] == "figures":
             plots += [path for path in record["output"] if path.endswith(".png")]

@@ -102,8 +102,18 @@ def apply_overrides(config: dict, overrides: Iterable[str], source: str = "--set
             node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"{source}: {key}: {'.'.join(parts[:-1])} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _parse_value(raw)
     return config
+
+
+def _parse_value(raw: str):
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-3" as a string; on the command line it means a number
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            pass
+    return value
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:

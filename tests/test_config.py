@@ -93,8 +93,9 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_overrides(smoke):
-    out = apply_overrides(smoke, ["distill.optima.window=3", "tasks=[vqa]"])
+    out = apply_overrides(smoke, ["distill.optima.window=3", "tasks=[vqa]", "distill.lr=3e-3"])
     assert out["distill"]["optima"]["window"] == 3 and out["tasks"] == ["vqa"]
+    assert out["distill"]["lr"] == 0.003
     assert smoke["tasks"] != ["vqa"]  # the input is not modified
     with pytest.raises(ConfigError, match="unknown key 'nope'"):
         apply_overrides(smoke, ["nope.x=1"])

@@ -1,5 +1,6 @@
 """The generic training loop: resume bit-for-bit, NaN stop, config refusal, deterministic batches."""
 
+import json
 import math
 
 import pytest
@@ -106,3 +107,18 @@ def test_warmup_cosine_schedule():
     f = warmup_cosine(warmup_steps=4, total_steps=20)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(4) == 1.0 and math.isclose(f(12), 0.5) and f(20) == 0.0
+
+
+def test_periodic_evaluation_is_logged_and_survives_resume(tmp_path):
+    calls = []
+
+    def evaluator():
+        calls.append(1)
+        return {"accuracy": 0.5}
+
+    spec = TrainSpec(**{**SPEC.__dict__, "eval_every": 4})
+    seed_everything(0)
+    fit(Objective(), Regression(), spec, CPU, tmp_path, seed=0, fingerprint={"a": 1}, evaluator=evaluator)
+    rows = [json.loads(line) for line in (tmp_path / "eval_log.jsonl").read_text().splitlines()]
+    assert rows == [{"step": 4, "accuracy": 0.5}, {"step": 8, "accuracy": 0.5}]  # the end has its own
+    assert len(calls) == 2

@@ -8,11 +8,12 @@ Callbacks (the bandit rounds of distillation) run before and after each optimisa
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -24,6 +25,7 @@ from optima.distill.runtime import Runtime, all_reduce_mean_dict, rng_state, set
 from optima.distill.sampling import to_device, training_loader
 from optima.distill.trainlog import TrainLog
 from optima.errors import CheckpointError, TrainingError
+from optima.io import atomic_write_text
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TrainSpec:
     grad_clip: float | None = 1.0
     checkpoint_every: int = 100
     log_every: int = 10
+    eval_every: int | None = None  # validation every N steps (besides the one at the end)
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainSpec":
@@ -74,8 +77,12 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, run_dir: str | Path, seed: int,
         fingerprint: dict, callbacks: Callbacks | None = None, num_workers: int = 0,
-        desc: str = "train") -> TrainLog:
-    """Train ``objective`` for ``spec.steps`` steps, resuming from ``run_dir``'s latest checkpoint."""
+        desc: str = "train", evaluator: Callable[[], dict] | None = None) -> TrainLog:
+    """Train ``objective`` for ``spec.steps`` steps, resuming from ``run_dir``'s latest checkpoint.
+
+    ``evaluator`` (rank 0 only) is called every ``spec.eval_every`` steps; its metrics are appended to
+    ``RUN/eval_log.jsonl`` (one JSON object per evaluation, with the step).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     callbacks = callbacks or NoCallbacks()
@@ -84,6 +91,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
     scheduler = build_scheduler(optimizer, spec.warmup_steps, spec.steps)
     log = TrainLog(run_dir / "train_log.inprogress.csv" if runtime.is_main else None)
     modules = {"objective": objective}
+    eval_rows: list[dict] = []
 
     start_step = 0
     latest = ckpt.latest_checkpoint(run_dir)
@@ -96,6 +104,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
                 f"refusing to resume. Delete {run_dir / 'checkpoints'} to start over.")
         set_rng_state(meta["rng"])
         callbacks.load_state_dict(meta.get("callbacks") or {})
+        eval_rows = list(meta.get("eval_rows") or [])
         log.restore(meta["log_csv"])
         start_step = int(meta["step"])
         if runtime.is_main:
@@ -112,7 +121,8 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         if runtime.is_main:
             path = ckpt.save_checkpoint(
                 run_dir, step, modules, optimizer, scheduler, rng_state(),
-                {"fingerprint": fingerprint, "callbacks": callbacks.state_dict()}, log.to_csv())
+                {"fingerprint": fingerprint, "callbacks": callbacks.state_dict(), "eval_rows": eval_rows},
+                log.to_csv())
         runtime.barrier()
         return path
 
@@ -155,6 +165,12 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
                        elapsed_s=round(elapsed, 3), **row, **extra)
             bar.set_postfix(loss=f"{values['loss']:.4f}", ex_s=f"{timed_examples / max(elapsed, 1e-9):.0f}")
         bar.update(1)
+        if evaluator is not None and spec.eval_every and done % spec.eval_every == 0 and done != spec.steps:
+            if runtime.is_main:
+                eval_rows.append({"step": done, **evaluator()})
+                atomic_write_text(run_dir / "eval_log.jsonl", "".join(json.dumps(r) + "\n" for r in eval_rows))
+            runtime.barrier()
+            objective.train()
         if done % spec.checkpoint_every == 0 and done != spec.steps:
             save(done)
     bar.close()

@@ -93,15 +93,20 @@ def run(args) -> int:
     fingerprint = {"verb": "distill", "task": task, "method": method, "seed": args.seed, "distill": {
         k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima")},
         "model": model_cfg, "data": config_hash(data_cfg), "world_size": runtime.world_size}
+    val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
+                            cache_images=data_cfg.get("cache_images", True)) if runtime.is_main else None
+
+    def validate():
+        return evaluate(student, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
+                        during_training=True)
+
     log = fit(objective, train_set, TrainSpec.from_config(section), runtime, args.out, args.seed, fingerprint,
               callbacks=callbacks, num_workers=config["runtime"].get("num_workers", 0),
-              desc=f"distill {task} {args.method} seed{args.seed}")
+              desc=f"distill {task} {args.method} seed{args.seed}", evaluator=validate)
     run_info = {"task": task, "method": args.method, "seed": args.seed, "role": "student",
                 "policy": method["policy"], "layer_map": layer_map}
     metrics = None
     if runtime.is_main:
-        val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
-                                cache_images=data_cfg.get("cache_images", True))
         metrics = metrics_record(run_info, "val", evaluate(student, val_set, tokenizer, config["eval"],
                                                            runtime.device, runtime.autocast,
                                                            during_training=True))

@@ -37,13 +37,19 @@ def run(args) -> int:
     task_model = create_task_model(task, coca, getattr(train_set, "num_classes", None))
     fingerprint = {"verb": "finetune", "task": task, "finetune": section, "model": config["model"], "seed": seed,
                    "data": config_hash(data_cfg), "world_size": runtime.world_size}
+    val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
+                            cache_images=data_cfg.get("cache_images", True)) if runtime.is_main else None
+
+    def validate():
+        return evaluate(task_model, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
+                        during_training=True)
+
     log = fit(TaskObjective(task_model), train_set, TrainSpec.from_config(section), runtime, args.out, seed,
-              fingerprint, num_workers=config["runtime"].get("num_workers", 0), desc=f"finetune {task}")
+              fingerprint, num_workers=config["runtime"].get("num_workers", 0), desc=f"finetune {task}",
+              evaluator=validate)
     run_info = {"task": task, "method": "teacher", "seed": seed, "role": "teacher"}
     metrics = None
     if runtime.is_main:
-        val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
-                                cache_images=data_cfg.get("cache_images", True))
         metrics = metrics_record(run_info, "val", evaluate(task_model, val_set, tokenizer, config["eval"],
                                                            runtime.device, runtime.autocast,
                                                            during_training=True))

@@ -21,15 +21,6 @@ SOT, PAD = 2, 0  # the word tokenizer's ids
 IMAGE = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # tiny matrices: one thread avoids oversubscribing a shared CPU (100x faster under load)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_coca(seed: int = 0):
     """The packaged tiny student, randomly initialised, with a small vocabulary and context."""
     from optima.models import create_coca

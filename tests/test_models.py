@@ -30,15 +30,6 @@ from optima.models.student import default_layer_map, make_student, resolve_layer
 VOCAB, CONTEXT = 40, 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # tiny matrices: one thread avoids oversubscribing a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def teacher(seed: int = 0):
     torch.manual_seed(seed)
     return create_coca("optima-tiny-teacher", vocab_size=VOCAB, context_length=CONTEXT)

@@ -21,14 +21,6 @@ from optima.models.student import make_student
 VOCAB, CONTEXT, B, ANSWERS = 30, 10, 8, 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def coca(seed: int = 0):
     torch.manual_seed(seed)
     return create_coca("optima-tiny-teacher", vocab_size=VOCAB, context_length=CONTEXT)

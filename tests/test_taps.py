@@ -16,14 +16,6 @@ VOCAB, CONTEXT, B = 40, 10, 3
 ALL = {"vision": [0, 1, 2, 3], "text": [0, 1, 2, 3], "multimodal": [0, 1, 2, 3]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def coca():
     torch.manual_seed(0)

@@ -77,6 +77,25 @@ def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict
         atomic_write_json(run_dir / "metrics.json", metrics)
 
 
+def make_validator(task_model, task: str, data_dir, tokenizer, config: dict, runtime):
+    """The validation-split evaluation a training verb runs at its end (and every ``eval_every``
+    steps); None on ranks other than 0, which never evaluate."""
+    if not runtime.is_main:
+        return None
+    from optima.data.datasets import build_dataset
+    from optima.eval.evaluate import evaluate
+
+    data_cfg = config["data"]
+    val_set = build_dataset(task, data_dir, "val", tokenizer, data_cfg["image_size"], train=False,
+                            cache_images=data_cfg.get("cache_images", True))
+
+    def validate() -> dict:
+        return evaluate(task_model, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
+                        during_training=True)
+
+    return validate
+
+
 def metrics_record(run_info: dict, split: str, metrics: dict) -> dict:
     return {"task": run_info.get("task"), "method": run_info["method"], "seed": run_info["seed"],
             "role": run_info["role"], "split": split, "metrics": metrics}

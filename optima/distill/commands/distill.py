@@ -34,13 +34,12 @@ def run(args) -> int:
     from optima.data.datasets import build_dataset
     from optima.data.formats import check_task
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import finish_run, metrics_record, read_run_info, setup
+    from optima.distill.commands.common import finish_run, make_validator, metrics_record, read_run_info, setup
     from optima.distill.loop import TrainSpec, fit
     from optima.distill.objectives import DistillationObjective
     from optima.distill.rounds import RoundController, build_policy
     from optima.distill.runtime import seed_everything, shutdown
     from optima.distill.sampling import fixed_batch, to_device
-    from optima.eval.evaluate import evaluate
     from optima.models.heads import create_task_model, load_task_model, save_task_model
     from optima.models.student import make_student
 
@@ -93,23 +92,13 @@ def run(args) -> int:
     fingerprint = {"verb": "distill", "task": task, "method": method, "seed": args.seed, "distill": {
         k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima")},
         "model": model_cfg, "data": config_hash(data_cfg), "world_size": runtime.world_size}
-    val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
-                            cache_images=data_cfg.get("cache_images", True)) if runtime.is_main else None
-
-    def validate():
-        return evaluate(student, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
-                        during_training=True)
-
+    validate = make_validator(student, task, args.data, tokenizer, config, runtime)
     log = fit(objective, train_set, TrainSpec.from_config(section), runtime, args.out, args.seed, fingerprint,
               callbacks=callbacks, num_workers=config["runtime"].get("num_workers", 0),
               desc=f"distill {task} {args.method} seed{args.seed}", evaluator=validate)
     run_info = {"task": task, "method": args.method, "seed": args.seed, "role": "student",
                 "policy": method["policy"], "layer_map": layer_map}
-    metrics = None
-    if runtime.is_main:
-        metrics = metrics_record(run_info, "val", evaluate(student, val_set, tokenizer, config["eval"],
-                                                           runtime.device, runtime.autocast,
-                                                           during_training=True))
+    metrics = metrics_record(run_info, "val", validate()) if validate else None
     finish_run(args.out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
     shutdown(runtime)
     return 0

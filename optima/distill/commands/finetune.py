@@ -16,11 +16,10 @@ def run(args) -> int:
     from optima.data.datasets import build_dataset
     from optima.data.formats import check_task
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import finish_run, metrics_record, read_run_info, setup
+    from optima.distill.commands.common import finish_run, make_validator, metrics_record, read_run_info, setup
     from optima.distill.loop import TrainSpec, fit
     from optima.distill.objectives import TaskObjective
     from optima.distill.runtime import seed_everything, shutdown
-    from optima.eval.evaluate import evaluate
     from optima.models import load_model
     from optima.models.heads import create_task_model, save_task_model
 
@@ -37,22 +36,12 @@ def run(args) -> int:
     task_model = create_task_model(task, coca, getattr(train_set, "num_classes", None))
     fingerprint = {"verb": "finetune", "task": task, "finetune": section, "model": config["model"], "seed": seed,
                    "data": config_hash(data_cfg), "world_size": runtime.world_size}
-    val_set = build_dataset(task, args.data, "val", tokenizer, data_cfg["image_size"], train=False,
-                            cache_images=data_cfg.get("cache_images", True)) if runtime.is_main else None
-
-    def validate():
-        return evaluate(task_model, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
-                        during_training=True)
-
+    validate = make_validator(task_model, task, args.data, tokenizer, config, runtime)
     log = fit(TaskObjective(task_model), train_set, TrainSpec.from_config(section), runtime, args.out, seed,
               fingerprint, num_workers=config["runtime"].get("num_workers", 0), desc=f"finetune {task}",
               evaluator=validate)
     run_info = {"task": task, "method": "teacher", "seed": seed, "role": "teacher"}
-    metrics = None
-    if runtime.is_main:
-        metrics = metrics_record(run_info, "val", evaluate(task_model, val_set, tokenizer, config["eval"],
-                                                           runtime.device, runtime.autocast,
-                                                           during_training=True))
+    metrics = metrics_record(run_info, "val", validate()) if validate else None
     finish_run(args.out, runtime, lambda d: save_task_model(task_model.cpu(), d), log, config, run_info, metrics)
     shutdown(runtime)
     return 0

@@ -140,6 +140,7 @@ def test_ablation_lists_adaptive_policies_only(paper):
 def test_ablation_settings_come_from_the_config(paper, tmp_path, repo_root):
     out = tmp_path / "tables"
     assert _tables(paper["runs"], out, "--config", str(repo_root / "params.yaml"),
+                   "--set", "distill.optima={window: 8, gamma: null, scale: 1.0, prior_scale: 1.0}",
                    "--set", "distill.methods.optima-w4={policy: optima, options: {window: 4}, round_steps: 5}") == 0
     abl = pd.read_csv(out / "ablation.csv", keep_default_na=False).set_index("method")
     assert abl.loc["optima-w4", "setting"] == "prior_scale=1.0, scale=1.0, window=4, round_steps=5"

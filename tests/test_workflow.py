@@ -197,6 +197,19 @@ def test_paper_and_full_scales_are_what_they_claim():
     assert any("window" in o and o["window"] for o in options) and any(o.get("gamma") for o in options)
 
 
+def test_profiles_name_existing_rules(workdir):
+    """The profiles' per-rule threads/resources must follow rule renames; the local one must load."""
+    rules = set(snakemake(workdir, "--list-rules").stdout.split())
+    for profile in ("default", "slurm"):
+        settings = load(workdir / f"workflow/profiles/{profile}/config.yaml")
+        named = set(settings.get("set-threads", {})) | set(settings.get("set-resources", {}))
+        assert named <= rules, f"{profile}: unknown rules {sorted(named - rules)}"
+    slurm = load(workdir / "workflow/profiles/slurm/config.yaml")
+    assert all(slurm["set-resources"][rule].get("gpu", 0) >= 1 for rule in TRAIN_RULES)
+    proc = snakemake(workdir, "-n", "--workflow-profile", "workflow/profiles/default")
+    assert job_counts(proc.stdout) == expected_job_counts(load(workdir / "params.yaml"))
+
+
 # ------------------------------------------------------------------------------------------- bad input
 
 
@@ -435,3 +448,52 @@ def _check_main_table(main, expected: dict, config: dict) -> None:
         per_seed = [statistics.mean(seed_values(method, c)[seed] for c in AVERAGED)
                     for seed in seed_values(method, "vqa")]
         assert row["average_mean"] == pytest.approx(statistics.mean(per_seed), rel=1e-9, abs=1e-9)
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 3600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_same_pipeline(tmp_path):
+    """dvc.yaml (generated for config/smoke.yaml) runs the pipeline, locks every checkpoint and metric,
+    reruns nothing the second time, and `dvc exp run -S` retrains only the students that read the key."""
+    work = copy_workflow(tmp_path / "wf")
+    for name in (".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, work / name)
+    dvc = str(BIN / "dvc")
+    _run(["git", "init", "-q"], work)
+    _run(["git", "config", "user.email", "test@example.com"], work)
+    _run(["git", "config", "user.name", "test"], work)
+    _run([dvc, "init", "-q"], work)
+    _run([dvc, "config", "core.analytics", "false"], work)
+    _run([sys.executable, "workflow/scripts/dvc_yaml.py", "--configfile", "config/smoke.yaml"], work)
+    _run(["git", "add", "-A"], work)
+    _run(["git", "commit", "-qm", "pipeline"], work)
+
+    _run([dvc, "repro"], work)
+    lock = load(work / "dvc.lock")["stages"]
+    config = load(work / "config/smoke.yaml")
+    results = config["paths"]["results"]
+    hashed = {out["path"] for stage in lock.values() for out in stage.get("outs", []) if out.get("md5")}
+    for run_dir in [f"{results}/teachers/vqa", f"{results}/students/vqa/optima/seed0"]:
+        for name in ("model.safetensors", "metrics.json", "train_log.csv"):
+            assert f"{run_dir}/{name}" in hashed
+    assert f"{results}/eval/summary.json" in hashed
+
+    proc = _run([dvc, "repro"], work)
+    assert "Data and pipelines are up to date" in proc.stdout, proc.stdout
+    metrics = json.loads(_run([dvc, "metrics", "show", "--json"], work).stdout)
+    assert f"{results}/eval/summary.json" in json.dumps(metrics)
+    _run(["git", "add", "-A"], work)
+    _run(["git", "commit", "-qm", "results"], work)
+
+    proc = _run([dvc, "exp", "run", "-S", "config/smoke.yaml:distill.optima.window=10"], work)
+    reran = set(re.findall(r"Running stage '([^']+)'", proc.stdout))
+    students = {f"distill-{t}-optima-seed{s}" for t in config["tasks"] for s in config["distill"]["seeds"]}
+    assert {s for s in reran if s.startswith(("prepare", "pretrain", "finetune", "distill"))} == students
+    diff = _run([dvc, "params", "diff"], work).stdout
+    assert "distill.optima.window" in diff

@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: {paths.data}/{TASK})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (dotted key, YAML value); repeatable")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="accepted like every verb's (preparation runs in one thread)")
 
 
 def prepared_config(task: str, config: dict) -> dict:

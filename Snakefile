@@ -1,11 +1,16 @@
 # OPTIMA pipeline: prepare -> pretrain -> fine-tune teachers -> distil students -> evaluate ->
-# collect -> tables, figures (-> `snakemake --report report.html`).
+# collect -> tables, figures (-> `snakemake --report report.html`). Every rule calls an `optima` verb.
 #
 #   snakemake --cores all                                  # default scale (params.yaml)
 #   snakemake --cores all --configfile config/smoke.yaml   # another scale: one complete file
 #   snakemake --cores all --config distill="{seeds: [0, 1, 2]}"   # passed to the verbs as --set
+#   snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml   # cluster
+#   snakemake --configfile config/smoke.yaml --report report.html
 #
-# The config is validated here, at load time, so a bad key fails before any job starts.
+# The config is validated here, at load time, so a bad key fails before any job starts. A job reruns
+# when the config keys it reads change (workflow/rules/common.smk: config_keys). `dvc repro` runs
+# the same jobs: dvc.yaml is generated from this workflow (workflow/scripts/dvc_yaml.py).
+# Targets after --configfile need `--` (it takes several files): ... --configfile F -- TARGET
 
 from snakemake.utils import min_version
 

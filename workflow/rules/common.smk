@@ -92,20 +92,13 @@ def config_args(wildcards, input):
     """
     return CONFIG_ARGS
 
-try:
-    _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)
-except ConfigError as exc:
-    raise WorkflowError(f"invalid config: {exc}")
-config.clear()
-config.update(_loaded)
-validate(config, "../schemas/config.schema.yaml")
 
 # Checks only the workflow needs (policy options are checked by load_config): method names become
 # path components, table rows and dotted config keys (DVC params).
 RESERVED_METHODS = ("teacher", "pretrain")
 
 
-def _check_methods():
+def _check_method_names(config):
     for name in config["distill"]["run"]:
         if name in RESERVED_METHODS:
             raise ConfigError(
@@ -120,9 +113,13 @@ def _check_methods():
 
 
 try:
-    _check_methods()
+    _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)  # schema + cross-references, naming the key
+    _check_method_names(_loaded)
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}")
+config.clear()
+config.update(_loaded)
+validate(config, "../schemas/config.schema.yaml")
 
 TASKS = list(config["tasks"])
 METHODS = list(config["distill"]["run"])
@@ -259,8 +256,9 @@ def launcher(wildcards, resources):
 # --------------------------------------------------------------------------------------------
 DISTILL_RUN_KEYS = ("methods", "run", "seeds", "optima")  # per-method keys are added by method_keys()
 # training ends with a validation evaluation (metrics.json), so it reads eval.*, but neither the
-# split of the pipeline's evaluation nor the evaluation batch size changes what it trains
-TRAIN_IGNORED_EVAL_KEYS = ("split", "batch_size")
+# pipeline's evaluation split, the evaluation batch size nor METEOR in the pipeline's evaluation
+# (eval.meteor; training has eval.meteor_during_training) changes what it trains
+TRAIN_IGNORED_EVAL_KEYS = ("split", "batch_size", "meteor")
 
 
 def _present(section, names=None, exclude=()):
@@ -294,8 +292,8 @@ def config_keys(rule_name, wildcards):
         return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name in ("evaluate_teacher", "evaluate_student"):
         return ["data", "eval"] + _present("runtime", ("device", "precision"))
-    if rule_name in ("tables", "figures"):
-        return ["tasks", "distill.methods", "distill.run", "distill.seeds"]
+    if rule_name in ("tables", "figures"):  # method order and policies, and the split they report
+        return ["tasks", "distill.methods", "distill.run", "distill.seeds", "eval.split"]
     return []
 
 

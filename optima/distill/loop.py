@@ -95,6 +95,17 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
 
     start_step = 0
     latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None and (run_dir / "model.safetensors").is_file():
+        # a finished run: its checkpoints only matter when the same command runs again; a changed
+        # config (dvc exp run, a Snakemake params rerun) retrains from scratch instead of refusing
+        import json as _json
+
+        old = _json.loads((latest / "meta.json").read_text()).get("fingerprint")
+        if _diff_keys(old, fingerprint):
+            import shutil
+
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            latest = None
     if latest is not None:
         meta = ckpt.load_checkpoint(latest, modules, optimizer, scheduler)
         changed = _diff_keys(meta.get("fingerprint"), fingerprint)

@@ -82,8 +82,16 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
 
 def test_refuses_checkpoint_from_other_config(tmp_path):
     _train(tmp_path, fingerprint={"distill": {"lr": 1}})
+    import shutil
+    shutil.rmtree(tmp_path / "checkpoints/step_0000012")  # as if killed after step 8: unfinished
     with pytest.raises(CheckpointError, match=r"differs in: distill\.lr"):
         _train(tmp_path, fingerprint={"distill": {"lr": 2}})
+
+
+def test_finished_run_under_changed_config_retrains_from_scratch(tmp_path):
+    _train(tmp_path, fingerprint={"distill": {"lr": 1}})
+    _, log = _train(tmp_path, fingerprint={"distill": {"lr": 2}})  # dvc exp run / Snakemake params rerun
+    assert log.rows[0]["step"] == "2" and len(log.rows) == 6
 
 
 def test_nan_loss_stops_naming_step_and_term(tmp_path):

@@ -95,13 +95,11 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
 
     start_step = 0
     latest = ckpt.latest_checkpoint(run_dir)
-    if latest is not None and (run_dir / "model.safetensors").is_file():
-        # a finished run: its checkpoints only matter when the same command runs again; a changed
-        # config (dvc exp run, a Snakemake params rerun) retrains from scratch instead of refusing
-        import json as _json
-
-        old = _json.loads((latest / "meta.json").read_text()).get("fingerprint")
-        if _diff_keys(old, fingerprint):
+    if latest is not None:
+        # a finished run's last checkpoint only matters when the same command runs again; under a changed
+        # config (dvc exp run, a Snakemake params rerun; both delete the outputs first) retrain from scratch
+        old = json.loads((latest / "meta.json").read_text())
+        if old.get("final") and _diff_keys(old.get("fingerprint"), fingerprint):
             import shutil
 
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -132,7 +130,8 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         if runtime.is_main:
             path = ckpt.save_checkpoint(
                 run_dir, step, modules, optimizer, scheduler, rng_state(),
-                {"fingerprint": fingerprint, "callbacks": callbacks.state_dict(), "eval_rows": eval_rows},
+                {"fingerprint": fingerprint, "callbacks": callbacks.state_dict(), "eval_rows": eval_rows,
+                 "final": step == spec.steps},
                 log.to_csv())
         runtime.barrier()
         return path

@@ -143,6 +143,13 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def finetune_section(config: dict, task: str) -> dict:
+    """The fine-tuning settings of ``task``: ``finetune`` with ``finetune.overrides.<task>`` applied."""
+    section = {k: v for k, v in config["finetune"].items() if k != "overrides"}
+    section.update((config["finetune"].get("overrides") or {}).get(task) or {})
+    return section
+
+
 def method_spec(config: dict, name: str) -> dict:
     """Resolve a distillation method: its policy, policy options and loss weights."""
     distill = config["distill"]

@@ -103,6 +103,19 @@ def test_overrides(smoke):
         apply_overrides(smoke, ["distill.steps"])
 
 
+def test_finetune_overrides_apply_per_task(tmp_path, smoke):
+    from optima.config import finetune_section
+
+    vqa, nlvr2 = finetune_section(smoke, "vqa"), finetune_section(smoke, "nlvr2")
+    assert vqa["steps"] == smoke["finetune"]["overrides"]["vqa"]["steps"] != nlvr2["steps"] == smoke["finetune"]["steps"]
+    assert "overrides" not in vqa and vqa["lr"] == nlvr2["lr"]
+    for override, match in ((["finetune.overrides.vqa.stepz=3"], r"finetune\.overrides\.vqa\.stepz: unknown key"),
+                            (["finetune.overrides={vqa2: {steps: 3}}"], r"finetune\.overrides: 'vqa2' is not one of"),
+                            (["finetune.overrides.vqa.steps=-1"], r"finetune\.overrides\.vqa\.steps: -1")):
+        with pytest.raises(ConfigError, match=match):
+            validate(apply_overrides(smoke, override), "smoke.yaml")
+
+
 def test_method_spec_merges_optima_options(smoke):
     validate(smoke)
     spec = method_spec(smoke, "optima")

@@ -58,6 +58,7 @@ def test_pretrain_and_finetune_write_complete_runs(world):
         assert not (run / "train_log.inprogress.csv").exists()
     log = read_log(pretrain / "train_log.csv")
     assert log and log[-1]["step"] == "6" and log[-1]["contrastive_loss"] and log[-1]["caption_loss"]
+    assert read_log(teacher / "train_log.csv")[-1]["step"] == "8"  # smoke: finetune.overrides.vqa.steps
     metrics = json.loads((teacher / "metrics.json").read_text())
     assert metrics["role"] == "teacher" and metrics["split"] == "val" and "overall" in metrics["metrics"]
 

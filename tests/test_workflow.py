@@ -166,7 +166,8 @@ def _key_paths(node: dict, prefix: str = "") -> set[str]:
     for key, value in node.items():
         path = f"{prefix}{key}"
         paths.add(path)
-        if isinstance(value, dict) and path != "distill.methods":  # method names are the user's
+        # method names and per-task overrides are the user's choice
+        if isinstance(value, dict) and path not in ("distill.methods", "finetune.overrides"):
             paths |= _key_paths(value, f"{path}.")
     return paths
 

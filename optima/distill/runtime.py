@@ -69,8 +69,10 @@ def all_reduce_mean_dict(runtime: "Runtime", values: dict[str, float]) -> dict[s
 
 def init_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
     if threads:
-        # one job per core under `snakemake --cores all`: never let torch grab every core
-        torch.set_num_threads(int(threads))
+        # one job per core under `snakemake --cores all`: never let torch grab every core, nor more
+        # threads than this machine has (dvc.yaml is generated once for any machine)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, min(int(threads), cores)))
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

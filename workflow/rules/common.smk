@@ -231,7 +231,8 @@ def official_inputs(wildcards):
 
 # --------------------------------------------------------------------------------------------
 # Resources. Threads per training job default to 1: on a small CPU several single-threaded jobs
-# beat one multi-threaded job (tiny models scale badly across threads); profiles override it.
+# beat one multi-threaded job (tiny models scale badly across threads); profiles override it. The
+# exception is pretraining, the one job nothing else can run beside.
 # --------------------------------------------------------------------------------------------
 
 

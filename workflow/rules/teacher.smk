@@ -12,7 +12,7 @@ rule pretrain:
         fingerprint=fingerprint("pretrain"),
         run_dir=run_dir_of,
         launcher=launcher,
-    threads: 1
+    threads: 4  # nothing else runs while the teacher pre-trains (Snakemake caps it at --cores)
     resources:
         mem_mb=4000,
         runtime=240,

@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from optima.config import config_hash
+    from optima.config import config_hash, finetune_section
     from optima.data.datasets import build_dataset
     from optima.data.formats import check_task
     from optima.data.tokenizers import load_tokenizer
@@ -26,7 +26,7 @@ def run(args) -> int:
     task = check_task(args.task)
     config, runtime = setup(args)
     read_run_info(args.init, expect_role="pretrain")
-    section, data_cfg = config["finetune"], config["data"]
+    section, data_cfg = finetune_section(config, task), config["data"]
     seed = config["seed"]
     seed_everything(seed)
     tokenizer = load_tokenizer(args.data)

@@ -1,4 +1,4 @@
-# OPTIMA pipeline: prepare -> pretrain -> fine-tune teachers -> distil students -> evaluate ->
+# OPTIMA pipeline: [fetch ->] prepare -> pretrain -> fine-tune teachers -> distil students -> evaluate ->
 # collect -> tables, figures (-> `snakemake --report report.html`). Every rule calls an `optima` verb.
 #
 #   snakemake --cores all                                  # default scale (params.yaml)
@@ -24,6 +24,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/distill.smk"

@@ -17,6 +17,7 @@ from optima.errors import OptimaError
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "fetch": ("optima.data.fetch", "download and verify the official files of a task (manifest: URLs, sizes, checksums)"),
     "prepare": ("optima.data.prepare", "write the prepared data of one task (synthetic or official source)"),
     "pretrain": ("optima.distill.commands.pretrain", "pre-train (or load) the CoCa teacher"),
     "finetune": ("optima.distill.commands.finetune", "fine-tune the teacher on one task"),
@@ -51,6 +52,21 @@ def build_parser(load_verbs: bool | str = True) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_config_warnings_plainly(verb: str) -> None:
+    """A config warning (``optima.config.ConfigWarning``) prints as one line naming the keys."""
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ == "ConfigWarning":
+            print(f"optima {verb}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -58,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # import only the chosen verb's module: `optima --help` and `optima prepare` need no torch
     parser = build_parser(load_verbs=chosen if chosen in VERBS else False)
     args = parser.parse_args(argv)
+    _show_config_warnings_plainly(args.verb)
     if getattr(args, "_module", None) is None:
         print(f"optima {args.verb}: not available ({getattr(args, '_missing', '?')} is missing)", file=sys.stderr)
         return 2

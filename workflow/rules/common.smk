@@ -6,14 +6,21 @@ import json
 import os
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from optima.config import TASKS as KNOWN_TASKS
-from optima.config import load_config
+from optima.config import ConfigWarning, load_config
+from optima.data.fetch import load_manifest as load_fetch_manifest
+from optima.data.fetch import manual_inputs as fetch_manual_inputs
+from optima.data.fetch import output_is_dir as fetch_output_is_dir
+from optima.data.fetch import prepare_inputs as fetch_prepare_inputs
+from optima.data.fetch import rule_outputs as fetch_rule_outputs
 from optima.errors import ConfigError
 from optima.paper.figures import planned_figures
 from optima.paper.tables import planned_tables
@@ -113,10 +120,14 @@ def _check_method_names(config):
 
 
 try:
-    _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)  # schema + cross-references, naming the key
+    with warnings.catch_warnings(record=True) as _config_warnings:
+        warnings.simplefilter("always", ConfigWarning)
+        _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)  # schema + cross-references, naming the key
     _check_method_names(_loaded)
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}")
+for _warning in _config_warnings:  # e.g. a policy whose memory is longer than its run
+    logger.warning(f"config warning: {_warning.message}")
 config.clear()
 config.update(_loaded)
 validate(config, "../schemas/config.schema.yaml")
@@ -218,15 +229,21 @@ def pretrained_input(wildcards):
     return [pretrained] if pretrained and os.path.exists(pretrained) else []
 
 
+# The fetch manifest (optima/data/manifest.yaml, or $OPTIMA_FETCH_MANIFEST): one `fetch_<resource>`
+# rule per resource (workflow/rules/fetch.smk).
+try:
+    FETCH_MANIFEST = load_fetch_manifest()
+except ConfigError as exc:
+    raise WorkflowError(f"invalid fetch manifest: {exc}")
+
+
 def official_inputs(wildcards):
-    """At paper scale the downloaded official files of a task are the inputs of its `prepare` job."""
+    """At paper scale the official files of a task are the inputs of its `prepare` job: each configured
+    path as the fetch output(s) that make it (a manual folder as its verification record), or the path
+    itself when no manifest resource makes it (files a lab supplies from elsewhere)."""
     if config["data"]["source"] != "official":
         return []
-    source = (config["data"].get("official") or {}).get(wildcards.task) or {}
-    paths = [source.get("images")]
-    for group in ("questions", "annotations"):
-        paths += list((source.get(group) or {}).values())
-    return [p for p in paths if p]
+    return fetch_prepare_inputs(FETCH_MANIFEST, config, wildcards.task)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,8 +286,8 @@ def _present(section, names=None, exclude=()):
 
 
 def _model_keys():
-    # all of `data`: training reads more than the prepared files (e.g. the probe batch is drawn
-    # with data.synthetic.seed at every scale)
+    # all of `data`: training reads more than the prepared files (e.g. the synthetic image count
+    # bounds the probe, data.image_size the inputs)
     return ["seed", "data", "model"] + _present("runtime", ("device", "precision"))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +21,12 @@ from optima.errors import ConfigError
 
 TASKS = ("captions", "vqa", "snli_ve", "nlvr2")
 MODULES = ("vision", "text", "multimodal")
+# at most this fraction of a task's training images is held out for the probe (the rest trains every method)
+MAX_PROBE_FRACTION = 0.25
+
+
+class ConfigWarning(UserWarning):
+    """A valid config that probably does not do what its author meant (e.g. a policy that never forgets)."""
 
 
 def schema() -> dict:
@@ -79,12 +87,58 @@ def _check_cross_references(config: dict, source: str) -> None:
                     f"{source}: distill.methods.{name}.options.arm: must be one of {', '.join(MODULES)}, got {arm!r}"
                 )
         if method["policy"] != "none":  # build the policy once so a bad option fails at load time
-            from optima.distill.rounds import build_policy
+            from optima.bandits.registry import build_method_policy
 
             try:
-                build_policy(method_spec(config, name), seed=0)
+                build_method_policy(method_spec(config, name), MODULES, seed=0)
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+    _check_probe_size(config, source)
+
+
+def _check_probe_size(config: dict, source: str) -> None:
+    """The probe's images are held out of every method's training set: at most MAX_PROBE_FRACTION of them
+    (checked here for synthetic data, whose size the config states; at run time for the official files)."""
+    data, distill = config["data"], config["distill"]
+    if data.get("source", "synthetic") != "synthetic" or "probe_size" not in distill:
+        return
+    images = data.get("synthetic", {}).get("images", {}).get("train")
+    if not isinstance(images, int):
+        return
+    per_item = 2 if "nlvr2" in config["tasks"] else 1  # an NLVR2 example shows two images
+    allowed = int(images * MAX_PROBE_FRACTION) // per_item
+    if distill["probe_size"] > allowed:
+        raise ConfigError(
+            f"{source}: distill.probe_size: {distill['probe_size']} probe examples need "
+            f"{distill['probe_size'] * per_item} held-out training images, more than "
+            f"{MAX_PROBE_FRACTION:.0%} of data.synthetic.images.train ({images}); at most {allowed}")
+
+
+def memory_warnings(config: dict) -> list[str]:
+    """One message per run method whose reward-driven policy remembers at least as many rounds as its run
+    has (it then never forgets: OPTIMA's 'recent history' would not act)."""
+    from optima.bandits.registry import build_method_policy
+
+    messages = []
+    distill = config["distill"]
+    for name in distill["run"]:
+        method = method_spec(config, name)
+        if method["policy"] == "none":
+            continue
+        policy, _ = build_method_policy(method, MODULES, seed=0)
+        if not policy.uses_rewards or not {"window", "gamma"} & set(vars(policy.options)):
+            continue  # stationary by definition (ts, ucb, exp3) or ignores rewards
+        rounds = distill["steps"] // method["round_steps"]
+        memory = policy.options.memory_rounds()
+        if memory >= rounds:
+            keys = {k: method["options"].get(k) for k in ("window", "window_unit", "gamma") if k in method["options"]}
+            where = "distill.optima" if method["policy"] == "optima" else f"distill.methods.{name}.options"
+            shown = ", ".join(f"{where}.{k}={v}" for k, v in keys.items()) or "the whole history"
+            messages.append(
+                f"distill.methods.{name}: the policy remembers {'all' if math.isinf(memory) else f'{memory:g}'} "
+                f"rounds ({shown}) but the run has only {rounds} (distill.steps={distill['steps']} / "
+                f"round_steps={method['round_steps']}): it never forgets")
+    return messages
 
 
 def apply_overrides(config: dict, overrides: Iterable[str], source: str = "--set") -> dict:
@@ -134,7 +188,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
     overrides = list(overrides)
     if overrides:
         config = apply_overrides(config, overrides)
-    return validate(config, str(path) + (" (with --set overrides)" if overrides else ""))
+    source = str(path) + (" (with --set overrides)" if overrides else "")
+    validate(config, source)
+    for message in memory_warnings(config):
+        warnings.warn(f"{source}: {message}", ConfigWarning, stacklevel=2)
+    return config
 
 
 def config_hash(section: Any) -> str:

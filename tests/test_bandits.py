@@ -79,7 +79,7 @@ def test_state_dict_round_trip_continues_identically(name):
 def test_load_state_dict_rejects_other_policy_or_options():
     state = make_policy("optima", 3, 0).state_dict()
     with pytest.raises(CheckpointError, match="gamma"):
-        make_policy("optima", 3, 0, gamma=0.9).load_state_dict(state)
+        make_policy("optima", 3, 0, window=None, gamma=0.9).load_state_dict(state)
     with pytest.raises(CheckpointError, match="'ts'"):
         make_policy("optima", 3, 0).load_state_dict(make_policy("ts", 3, 0).state_dict())
     with pytest.raises(CheckpointError, match="4 arms"):
@@ -87,8 +87,11 @@ def test_load_state_dict_rejects_other_policy_or_options():
 
 
 # ---------------------------------------------------------------------- hand-computed statistics
+RAW = {"credit": "raw", "warmup_rounds": 0}  # the plain Gaussian model: rewards credited as observed, all recorded
+
+
 def test_round_window_statistics_by_hand():
-    policy = make_policy("optima", 3, 0, window=3, gamma=None, window_unit="rounds", scale=1.0)  # the last 3 rounds
+    policy = make_policy("optima", 3, 0, window=3, gamma=None, window_unit="rounds", scale=1.0, **RAW)  # last 3 rounds
     for arm, reward in [(0, 1.0), (1, 2.0), (0, 3.0), (2, 4.0), (2, 5.0)]:
         policy.update(arm, reward)
     # left in the window: (0, 3.0), (2, 4.0), (2, 5.0) -- arm 1 has no recent reward
@@ -103,7 +106,7 @@ def test_round_window_statistics_by_hand():
 
 
 def test_pull_window_statistics_by_hand():
-    policy = make_policy("optima", 3, 0, window=2, gamma=None, window_unit="pulls")  # each arm's last 2 rewards
+    policy = make_policy("optima", 3, 0, window=2, gamma=None, window_unit="pulls", **RAW)  # each arm's last 2
     for arm, reward in [(0, 1.0), (0, 2.0), (1, 5.0), (0, 3.0), (2, -1.0)]:
         policy.update(arm, reward)
     stats = policy.arm_statistics()
@@ -112,7 +115,7 @@ def test_pull_window_statistics_by_hand():
 
 
 def test_prior_and_scale_options_by_hand():
-    policy = make_policy("optima", 2, 0, window=10, gamma=None, scale=0.5, prior_scale=2.0, normalise="none")
+    policy = make_policy("optima", 2, 0, window=10, gamma=None, scale=0.5, prior_scale=2.0, normalise="none", **RAW)
     policy.update(0, 1.0)
     policy.update(0, 3.0)
     # rho = (0.5 / 2)^2 = 1/16: arm 0 N(4 / (2 + 1/16), 0.25 / (2 + 1/16)); arm 1 the prior N(0, 4)
@@ -121,7 +124,8 @@ def test_prior_and_scale_options_by_hand():
     assert stds == pytest.approx([0.5 / math.sqrt(2 + 1 / 16), 2.0])
 
 
-@pytest.mark.parametrize("name, options", [("discounted_ts", {"gamma": 0.5}), ("optima", {"gamma": 0.5})])
+@pytest.mark.parametrize("name, options", [("discounted_ts", {"gamma": 0.5}),
+                                           ("optima", {"window": None, "gamma": 0.5, **RAW})])
 def test_discounted_statistics_decay_every_arm_by_hand(name, options):
     policy = make_policy(name, 3, 0, **options)
     policy.update(0, 1.0)
@@ -166,12 +170,64 @@ def test_normalised_choices_do_not_depend_on_reward_scale_or_offset():
 
 
 def test_initial_plays_round_robin():
-    policy = make_policy("optima", 4, 0, initial_plays=2)
+    policy = make_policy("optima", 4, 0, initial_plays=2, initial_order="index", warmup_rounds=0)
     chosen = []
     for _ in range(8):
         chosen.append(policy.select())
         policy.update(chosen[-1], 0.0)
     assert chosen == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_initial_order_is_drawn_per_seed_and_warmup_rewards_are_not_recorded():
+    firsts = set()
+    for seed in range(12):
+        policy = make_policy("optima", 3, seed, warmup_rounds=2)
+        chosen = []
+        for _ in range(5):
+            chosen.append(policy.select())
+            policy.update(chosen[-1], 100.0 if len(chosen) <= 2 else 1.0)
+        order = policy.order
+        assert chosen == [order[0], order[1], order[0], order[1], order[2]]  # warm-up, then the round robin
+        assert policy.history.counts == [1.0, 1.0, 1.0]  # the two warm-up rewards (100) were dropped
+        assert policy.history.sums == [1.0, 1.0, 1.0]
+        firsts.add(order[0])
+    assert firsts == {0, 1, 2}  # no module is always played first
+
+
+def test_detrended_credit_does_not_depend_on_when_an_arm_was_played():
+    """Identical arms under a shared downward trend: the arm played first (at the largest rewards) must not
+    look better. Raw credit ranks arms by when they were played; detrended credit does not."""
+    trend = [0.1 * 0.8 ** t for t in range(9)]
+    arms = [0, 0, 0, 1, 1, 1, 2, 2, 2]  # arm 0 in the steep early rounds, arm 2 last
+    raw = make_policy("optima", 3, 0, window=None, **RAW)
+    detrended = make_policy("optima", 3, 0, window=None, warmup_rounds=0)
+    for policy in (raw, detrended):
+        for arm, reward in zip(arms, trend):
+            policy.update(arm, reward)
+    raw_means, _ = raw.posterior()
+    assert raw_means[0] > raw_means[1] > raw_means[2]
+    # a geometric trend is not linear, so the fit leaves residuals (here a fifth of raw credit's spread,
+    # over a 9-round, 6x fall); an exactly linear trend leaves none
+    means, _ = detrended.posterior()
+    assert max(means) - min(means) < 0.25 * (raw_means[0] - raw_means[2])
+    linear = make_policy("optima", 3, 0, window=None, warmup_rounds=0)
+    for t, arm in enumerate(arms):
+        linear.update(arm, 1.0 - 0.1 * t)
+    means, _ = linear.posterior()
+    assert max(means) - min(means) < 0.05  # only the priors' slight shrinkage (raw credit: about 2 units)
+
+
+def test_detrended_credit_finds_the_better_arm_under_a_trend():
+    """Arm 1 is better at every time, but arm 0 was played earlier, when all rewards were larger."""
+    policy = make_policy("optima", 2, 0, window=None, warmup_rounds=0)
+    for t, arm in enumerate([0, 0, 0, 0, 1, 0, 1, 1, 1, 1]):
+        policy.update(arm, 1.0 - 0.1 * t + 0.05 * arm)
+    means, _ = policy.posterior()
+    assert means[1] > means[0]
+    raw = make_policy("optima", 2, 0, window=None, **RAW)
+    for t, arm in enumerate([0, 0, 0, 0, 1, 0, 1, 1, 1, 1]):
+        raw.update(arm, 1.0 - 0.1 * t + 0.05 * arm)
+    assert raw.posterior()[0][0] > raw.posterior()[0][1]  # raw credit gets it backwards
 
 
 def test_optima_follows_the_better_arm():

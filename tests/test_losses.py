@@ -78,8 +78,13 @@ def test_hidden_mse_mapping_per_module_values_and_total():
                  for m, js in layer_map.items()}
     for m in layer_map:
         assert torch.allclose(out[m], torch.stack(per_layer[m]).mean())
+    # module_sum (default): every module at full weight, whichever others are distilled with it
+    assert torch.allclose(out["loss"], out["vision"] + out["text"] + out["multimodal"])
     everything = [v for values in per_layer.values() for v in values]
-    assert torch.allclose(out["loss"], torch.stack(everything).mean())  # mean over all 6 mapped layers
+    old = hidden_mse(student, teacher, layer_map, ["vision", "text", "multimodal"], masks, reduction="layer_mean")
+    assert torch.allclose(old["loss"], torch.stack(everything).mean())  # mean over all 6 mapped layers
+    with pytest.raises(ConfigError, match="layer_reduction"):
+        hidden_mse(student, teacher, layer_map, ["vision"], masks, reduction="mean")
     only_vision = hidden_mse(student, teacher, layer_map, ["vision"], masks)
     assert set(only_vision) == {"loss", "vision"} and torch.allclose(only_vision["loss"], out["vision"])
     # a student that equals its mapped teacher layers has zero loss
@@ -107,7 +112,7 @@ def test_layer_projections_map_student_width_to_teacher_width_and_learn():
     x = torch.randn(2, 3, 4)
     y = projections("vision", 1, x)
     assert y.shape == (2, 3, 6) and torch.equal(y[..., :4], x) and torch.equal(y[..., 4:], torch.zeros(2, 3, 2))
-    assert projections("text", 0, torch.ones(1)) is not None
+    assert torch.equal(projections("text", 0, torch.ones(1)), torch.ones(1))  # equal widths: identity
     teacher = {f"{m}.{j}": torch.randn(2, 3, {"vision": 6, "text": 8, "multimodal": 6}[m]) for m in layer_map
                for j in range(4)}
     student = {f"{m}.{i}": torch.randn(2, 3, {"vision": 4, "text": 8, "multimodal": 4}[m], requires_grad=True)

@@ -22,6 +22,7 @@ _EXPORTS = {
     "POLICIES": "optima.bandits.registry",
     "make_arms": "optima.bandits.registry",
     "make_policy": "optima.bandits.registry",
+    "build_method_policy": "optima.bandits.registry",
     "policy_options": "optima.bandits.registry",
     "Policy": "optima.bandits.base",
     "PolicyOptions": "optima.bandits.base",

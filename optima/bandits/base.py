@@ -32,6 +32,7 @@ class Policy:
     name: ClassVar[str] = ""
     Options: ClassVar[type[PolicyOptions]] = PolicyOptions
     plays_all: ClassVar[bool] = False  # True only for layerwise: the trainer distils every arm each round
+    uses_rewards: ClassVar[bool] = False  # False: choices ignore rewards, so the trainer need not measure them
 
     def __init__(self, n_arms: int, seed: int, options: PolicyOptions | None = None):
         self.n_arms = check_n_arms(n_arms, self.name)

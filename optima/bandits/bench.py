@@ -1,7 +1,9 @@
 """`optima bench bandits`: the module-selection policies on simulated bandits with known means.
 
-Prints the final cumulative pseudo-regret (mean ± std over seeds) per policy and environment,
-writes it as CSV and Markdown next to the figure of the mean regret curves.
+Prints, per policy, environment and horizon (``--rounds`` takes several), the share of rounds played
+on the round's best arm (mean ± standard error over seeds) and the final cumulative pseudo-regret
+(mean ± std); writes both as CSV and Markdown next to the figure of the mean regret curves (of the
+longest horizon).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ DEFAULT_POLICIES = (
     "oracle=oracle", "best_fixed=best_fixed", "uniform=uniform", "ts=ts", "discounted_ts=discounted_ts",
     "sliding_window_ts=sliding_window_ts", "ucb=ucb", "exp3=exp3", "optima=optima",
 )
-DEFAULT_ENVS = ("stationary", "piecewise", "drifting", "distillation")
+DEFAULT_ENVS = ("stationary", "piecewise", "drifting", "distillation", "trend_switch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=_positive, default=1000, help="rounds per run (default: %(default)s)")
+    parser.add_argument("--rounds", type=_positive, nargs="+", default=[1000],
+                        help="rounds per run; several values run every horizon (default: %(default)s)")
     parser.add_argument("--seeds", type=_positive, default=30, help="environment instances (and policy seeds) per environment (default: %(default)s)")
     parser.add_argument("--arms", type=_positive, default=3, help="number of arms (default: %(default)s, the three CoCa modules)")
     parser.add_argument("--timescale", type=_positive_float, default=1.0,
@@ -49,29 +52,43 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--envs: unknown environment {unknown[0]!r} (allowed: {', '.join(ENVIRONMENTS)})")
     specs = parse_policies(args.policies or list(DEFAULT_POLICIES), args.arms)
+    horizons = sorted(set(args.rounds))
     start = time.perf_counter()
-    curves = run_benchmark(specs, list(args.envs), args.arms, args.rounds, list(range(args.seeds)),
-                           workers=args.workers, progress=not args.no_progress, timescale=args.timescale)
+    rows, curves = [], None
+    for rounds in horizons:
+        regret, best = run_benchmark(specs, list(args.envs), args.arms, rounds, list(range(args.seeds)),
+                                     workers=args.workers, progress=not args.no_progress,
+                                     timescale=args.timescale, with_best=True)
+        curves = regret  # the figure shows the longest horizon
+        for env, by_label in regret.items():
+            for label, runs in by_label.items():
+                final = runs[:, -1]
+                share = 100.0 * best[env][label][:, -1] / rounds
+                name, options = specs[label]
+                rows.append({
+                    "env": env, "policy": label, "spec": format_spec(name, options), "arms": args.arms,
+                    "rounds": rounds, "seeds": args.seeds, "timescale": args.timescale,
+                    "regret_mean": float(final.mean()), "regret_std": _std(final),
+                    "regret_sem": _std(final) / np.sqrt(len(final)),
+                    "best_share_mean": float(share.mean()), "best_share_sem": _std(share) / np.sqrt(len(share)),
+                })
     elapsed = time.perf_counter() - start
-
-    rows = []
-    for env, by_label in curves.items():
-        for label, runs in by_label.items():
-            final = runs[:, -1]
-            name, options = specs[label]
-            rows.append({
-                "env": env, "policy": label, "spec": format_spec(name, options), "arms": args.arms,
-                "rounds": args.rounds, "seeds": args.seeds, "timescale": args.timescale, "regret_mean": float(final.mean()),
-                "regret_std": float(final.std(ddof=1)) if len(final) > 1 else 0.0,
-                "regret_sem": float(final.std(ddof=1) / np.sqrt(len(final))) if len(final) > 1 else 0.0,
-            })
-    header = (f"Final cumulative pseudo-regret, mean ± std over {args.seeds} seeds, {args.rounds} rounds, "
-              f"{args.arms} arms, timescale {args.timescale:g} ({elapsed:.1f} s, {args.workers} worker(s))")
-    markdown = header + "\n\n" + markdown_table(rows, list(curves), list(specs)) + "\n"
+    rounds_text = ", ".join(map(str, horizons))
+    header = (f"{args.seeds} seeds, {rounds_text} rounds, {args.arms} arms, timescale {args.timescale:g} "
+              f"({elapsed:.1f} s, {args.workers} worker(s))")
+    markdown = (f"Share of rounds on the round's best arm (%), mean ± standard error over seeds; {header}\n\n"
+                + markdown_table(rows, list(args.envs), horizons, list(specs), "best_share") + "\n\n"
+                + f"Final cumulative pseudo-regret, mean ± std over seeds; {header}\n\n"
+                + markdown_table(rows, list(args.envs), horizons, list(specs), "regret") + "\n")
     print(markdown, end="")
-    write_outputs(args.out, rows, markdown, curves)
+    write_outputs(args.out, rows, markdown, curves,
+                  title=f"Final cumulative pseudo-regret, mean ± std over {args.seeds} seeds, {horizons[-1]} rounds")
     print(f"wrote {args.out}, {args.out.with_suffix('.csv')}, {args.out.with_suffix('.md')}")
     return 0
+
+
+def _std(values) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 # ---------------------------------------------------------------------- policy specs
@@ -117,10 +134,16 @@ def format_spec(name: str, options: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- outputs
-def markdown_table(rows: list[dict[str, Any]], envs: list[str], labels: list[str]) -> str:
-    cell = {(r["env"], r["policy"]): _mean_std(r["regret_mean"], r["regret_std"]) for r in rows}
-    lines = ["| policy | " + " | ".join(envs) + " |", "|---" * (len(envs) + 1) + "|"]
-    lines += ["| " + label + " | " + " | ".join(cell[(env, label)] for env in envs) + " |" for label in labels]
+def markdown_table(rows: list[dict[str, Any]], envs: list[str], horizons: list[int], labels: list[str],
+                   metric: str = "regret") -> str:
+    """Policies as rows; one column per environment (and horizon, when there are several)."""
+    spread = "regret_std" if metric == "regret" else "best_share_sem"
+    cell = {(r["env"], r["rounds"], r["policy"]): _mean_std(r[f"{metric}_mean"], r[spread]) for r in rows}
+    columns = [(env, rounds) for env in envs for rounds in horizons]
+    names = [env if len(horizons) == 1 else f"{env} ({rounds})" for env, rounds in columns]
+    lines = ["| policy | " + " | ".join(names) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += ["| " + label + " | " + " | ".join(cell[(env, rounds, label)] for env, rounds in columns) + " |"
+              for label in labels]
     return "\n".join(lines)
 
 
@@ -131,7 +154,7 @@ def _mean_std(mean: float, std: float) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def write_outputs(out: Path, rows: list[dict[str, Any]], markdown: str, curves) -> None:
+def write_outputs(out: Path, rows: list[dict[str, Any]], markdown: str, curves, title: str) -> None:
     import csv
     import io
 
@@ -143,7 +166,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], markdown: str, curves) 
     writer.writerows(rows)
     atomic_write_text(out.with_suffix(".csv"), buffer.getvalue())
     atomic_write_text(out.with_suffix(".md"), markdown)
-    atomic_write_bytes(out, regret_figure(curves, out.suffix.lstrip(".") or "png", title=markdown.splitlines()[0]))
+    atomic_write_bytes(out, regret_figure(curves, out.suffix.lstrip(".") or "png", title=title))
 
 
 def regret_figure(curves, fmt: str = "png", title: str | None = None) -> bytes:

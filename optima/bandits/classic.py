@@ -104,6 +104,7 @@ class UCB(Policy):
 
     name = "ucb"
     Options = UCBOptions
+    uses_rewards = True
 
     def __init__(self, n_arms: int, seed: int, options: UCBOptions | None = None):
         super().__init__(n_arms, seed, options)
@@ -155,6 +156,7 @@ class EXP3(Policy):
 
     name = "exp3"
     Options = EXP3Options
+    uses_rewards = True
 
     def __init__(self, n_arms: int, seed: int, options: EXP3Options | None = None):
         super().__init__(n_arms, seed, options)

@@ -58,6 +58,21 @@ def make_arms(modules: Sequence[str], kind: str = "modules") -> list[tuple[str, 
     raise ConfigError(f"make_arms: arms kind must be one of {', '.join(ARM_KINDS)}; got {kind!r}")
 
 
+def build_method_policy(method: dict, modules: Sequence[str], seed: int) -> tuple[Policy, list[tuple[str, ...]]]:
+    """``(policy, arms)`` of a resolved distillation method (``optima.config.method_spec``): the arms over
+    ``modules`` and the method's policy; ``fixed`` names its module, turned into that arm's index here.
+    Raises ConfigError naming the method and the option when an option is invalid."""
+    arms = make_arms(modules, method["arms"])
+    options = dict(method["options"])
+    if method["policy"] == "fixed":
+        module = options.get("arm")
+        options["arm"] = next((a for a, members in enumerate(arms) if members == (module,)), module)
+    try:
+        return make_policy(method["policy"], len(arms), seed=seed, **options), arms
+    except ConfigError as exc:
+        raise ConfigError(f"distill.methods.{method['name']}: {exc}") from None
+
+
 def _policy_class(name: str) -> type[Policy]:
     try:
         return POLICIES[name]

@@ -19,6 +19,12 @@ mean the same at any horizon; ``timescale`` multiplies every period and decay ti
   [50, 500] rounds, paired so that the arm that starts best decays fastest (the best arm changes
   at least once within the horizon); noise std is half the largest current mean, so rewards shrink
   over training and are sometimes negative.
+- ``trend_switch``: what OPTIMA's rewards look like in a short distillation run, at the run's own
+  length (its time scales follow the horizon, unlike the environments above): every arm's mean
+  shares one downward trend, ``0.05 * 10^(-t / T)`` (a 10x fall over the run, as the relative loss
+  decrements of the pipeline's students do), times an arm factor; the best arm has factor 1, the
+  others factors uniform in [0.2, 0.8], and halfway through the run another arm becomes the best.
+  Noise std is 0.3 times the trend, so rewards shrink and stay comparable only within a time.
 """
 
 from __future__ import annotations
@@ -84,11 +90,26 @@ def _distillation(rng: np.random.Generator, rounds: int, n_arms: int, timescale:
     return means, 0.5 * means.max(axis=1)
 
 
+def _trend_switch(rng: np.random.Generator, rounds: int, n_arms: int, timescale: float) -> tuple[np.ndarray, np.ndarray]:
+    trend = 0.05 * 10.0 ** (-np.arange(rounds) / max(rounds, 1))
+    factors = rng.uniform(0.2, 0.8, n_arms)
+    first = int(rng.integers(n_arms))
+    second = first if n_arms == 1 else int((first + 1 + rng.integers(n_arms - 1)) % n_arms)
+    means = np.empty((rounds, n_arms))
+    half = rounds // 2
+    for rows, best in ((slice(0, half), first), (slice(half, rounds), second)):
+        arm_factor = factors.copy()
+        arm_factor[best] = 1.0
+        means[rows] = trend[rows, None] * arm_factor[None, :]
+    return means, 0.3 * trend
+
+
 ENVIRONMENTS: dict[str, Callable[[np.random.Generator, int, int, float], tuple[np.ndarray, np.ndarray]]] = {
     "stationary": _stationary,
     "piecewise": _piecewise,
     "drifting": _drifting,
     "distillation": _distillation,
+    "trend_switch": _trend_switch,
 }
 
 
@@ -119,8 +140,8 @@ def play(policy, instance: Instance) -> np.ndarray:
     return chosen
 
 
-def regret_curve(spec: tuple[str, dict[str, Any]], instance: Instance, seed: int) -> np.ndarray:
-    """Per-round pseudo-regret of policy ``spec = (name, options)`` (or an oracle) on ``instance``."""
+def choices(spec: tuple[str, dict[str, Any]], instance: Instance, seed: int) -> np.ndarray:
+    """The arm policy ``spec = (name, options)`` (or an oracle) plays in every round of ``instance``."""
     name, options = spec
     if name == "oracle":
         chosen = instance.means.argmax(axis=1)
@@ -131,20 +152,33 @@ def regret_curve(spec: tuple[str, dict[str, Any]], instance: Instance, seed: int
         if policy.plays_all:
             raise ValueError(f"policy {name!r} plays every arm each round; pseudo-regret is not defined for it")
         chosen = play(policy, instance)
+    return chosen
+
+
+def regret_curve(spec: tuple[str, dict[str, Any]], instance: Instance, seed: int) -> np.ndarray:
+    """Per-round pseudo-regret of policy ``spec = (name, options)`` (or an oracle) on ``instance``."""
+    chosen = choices(spec, instance, seed)
     return instance.best - instance.means[np.arange(len(chosen)), chosen]
 
 
 def run_seed(task: tuple[dict[str, tuple[str, dict[str, Any]]], str, int, int, int, float]) -> dict[str, np.ndarray]:
-    """One (environment, seed): cumulative regret curve of every policy on the same instance."""
+    """One (environment, seed), every policy on the same instance: ``(2, rounds)`` per label, the
+    cumulative pseudo-regret and the cumulative number of rounds played on the best arm of the round."""
     specs, env, n_arms, rounds, seed, timescale = task
     instance = make_instance(env, n_arms, rounds, seed, timescale)
-    return {label: np.cumsum(regret_curve(spec, instance, seed)) for label, spec in specs.items()}
+    out = {}
+    for label, spec in specs.items():
+        chosen = choices(spec, instance, seed)
+        played = instance.means[np.arange(len(chosen)), chosen]
+        out[label] = np.stack([np.cumsum(instance.best - played), np.cumsum(played >= instance.best)])
+    return out
 
 
 def run_benchmark(specs: dict[str, tuple[str, dict[str, Any]]], envs: list[str], n_arms: int, rounds: int,
                   seeds: list[int], workers: int = 1, progress: bool = False,
-                  timescale: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
-    """Cumulative regret curves ``result[env][label]`` of shape (len(seeds), rounds).
+                  timescale: float = 1.0, with_best: bool = False):
+    """Cumulative regret curves ``result[env][label]`` of shape (len(seeds), rounds); with
+    ``with_best``, also ``best[env][label]``: the cumulative count of rounds on the round's best arm.
 
     ``specs`` maps a label to ``(policy name, options)``; the names ``oracle`` and ``best_fixed``
     are the oracles that know the means. Instances and policies are seeded by the seed, so results
@@ -163,11 +197,13 @@ def run_benchmark(specs: dict[str, tuple[str, dict[str, Any]]], envs: list[str],
     else:
         outputs = [run_seed(task) for task in _progress(tasks, len(tasks), progress)]
     result: dict[str, dict[str, np.ndarray]] = {}
+    best: dict[str, dict[str, np.ndarray]] = {}
     for env in envs:
         runs = outputs[: len(seeds)]
         outputs = outputs[len(seeds):]
-        result[env] = {label: np.stack([run[label] for run in runs]) for label in specs}
-    return result
+        result[env] = {label: np.stack([run[label][0] for run in runs]) for label in specs}
+        best[env] = {label: np.stack([run[label][1] for run in runs]) for label in specs}
+    return (result, best) if with_best else result
 
 
 def _progress(iterable, total: int, enabled: bool):

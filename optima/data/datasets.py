@@ -74,6 +74,10 @@ class CocoCaptionsDataset(_ImageTextDataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def image_keys(self, index: int) -> tuple[str, ...]:
+        """The image files item ``index`` shows (to hold images, not items, out of training)."""
+        return (str(self.paths[self.items[index][0]]),)
+
     def __getitem__(self, index: int) -> dict:
         image_id, caption = self.items[index]
         return {"image": self.load_image(self.paths[image_id]), "text": self._tokens(caption), "image_id": image_id}
@@ -146,6 +150,9 @@ class VQADataset(_ImageTextDataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def image_keys(self, index: int) -> tuple[str, ...]:
+        return (str(self.items[index][2]),)
+
     def __getitem__(self, index: int) -> dict:
         qid, question, path = self.items[index]
         item = {"image": self.load_image(path), "text": self._tokens(question), "question_id": qid}
@@ -192,6 +199,9 @@ class SnliVeDataset(_ImageTextDataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def image_keys(self, index: int) -> tuple[str, ...]:
+        return (str(self.items[index][3]),)
+
     def __getitem__(self, index: int) -> dict:
         pair_id, text, label, path = self.items[index]
         return {"image": self.load_image(path), "text": self._tokens(text),
@@ -229,6 +239,10 @@ class Nlvr2Dataset(_ImageTextDataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def image_keys(self, index: int) -> tuple[str, ...]:
+        left, right = self.items[index][3]
+        return (str(left), str(right))
 
     def __getitem__(self, index: int) -> dict:
         identifier, text, label, (left, right) = self.items[index]

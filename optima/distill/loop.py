@@ -169,11 +169,13 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         done = step + 1
         if done % spec.log_every == 0 or done == spec.steps or extra:
             elapsed = time.perf_counter() - started
+            overhead = getattr(callbacks, "overhead_s", 0.0)  # the probe: measured apart from training
+            throughput = timed_examples / max(elapsed - overhead, 1e-9)
             row = {k: v for k, v in values.items() if k != "loss"}
             log.append(step=done, lr=lr, loss=values["loss"], grad_norm=float(grad_norm),
-                       examples_per_s=round(timed_examples / max(elapsed, 1e-9), 1),
-                       elapsed_s=round(elapsed, 3), **row, **extra)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", ex_s=f"{timed_examples / max(elapsed, 1e-9):.0f}")
+                       examples_per_s=round(throughput, 1), elapsed_s=round(elapsed, 3),
+                       probe_s=round(overhead, 3), **row, **extra)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", ex_s=f"{throughput:.0f}")
         bar.update(1)
         if evaluator is not None and spec.eval_every and done % spec.eval_every == 0 and done != spec.steps:
             if runtime.is_main:

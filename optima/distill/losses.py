@@ -1,12 +1,18 @@
 """Distillation losses (the TED recipe of OPTIMA's first author, see PAPER.md).
 
 - ``prediction_kd``: KL(teacher || student) between temperature-softened predictions, times T^2 so its
-  gradient scale does not depend on T (Hinton et al. 2015). Averaged over examples, or over the real
-  token positions when a mask is given (captioning).
+  gradient scale does not depend on T (Hinton et al. 2015). ``kind="softmax"``: one categorical over the
+  last dimension; ``kind="sigmoid"``: an independent Bernoulli per output, KL summed over outputs (the
+  VQA head, trained with per-answer sigmoid BCE summed over answers). Averaged over examples, or over
+  the real token positions when a mask is given (captioning).
 - ``hidden_mse``: mean squared error between student layer i's hidden state (through a learned linear
   map when widths differ) and its mapped teacher layer's, averaged over the real (non-padding) tokens
-  and the width; the module value is the mean over its mapped layers, the total the mean over all
-  mapped layers of the chosen modules (TED's ``mean_l``; modules with more layers weigh more).
+  and the width; a module's value is the mean over its mapped layers (vision: and, with ``pooler``, the
+  attentional pooler's output tokens, which are all the multimodal decoder sees of the image). The
+  total (``reduction``): ``module_sum`` adds every chosen module's value, so each distilled module has
+  the same weight whichever other modules are distilled with it (layerwise = the sum of the three
+  single-module terms); ``layer_mean`` is the mean over all mapped layers of the chosen modules (TED's
+  ``mean_l``; a module's weight then depends on its layer count and on the other chosen modules).
 """
 
 from __future__ import annotations
@@ -22,18 +28,34 @@ from optima.errors import ConfigError
 from optima.distill.taps import feature_key
 
 
+KD_KINDS = ("softmax", "sigmoid")
+LAYER_REDUCTIONS = ("module_sum", "layer_mean")
+POOLER_KEY = "vision.pool"  # feature key of the vision module's attentional-pooler output tokens
+
+
 def prediction_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-                  mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``T^2 * KL(softmax(t / T) || softmax(s / T))`` over the last dimension, averaged over the
-    (masked-in) leading positions. ``mask``: bool, the logits' shape without the last dimension."""
+                  mask: torch.Tensor | None = None, kind: str = "softmax") -> torch.Tensor:
+    """``T^2 * KL(p_t || p_s)`` of the temperature-softened predictions, averaged over the (masked-in)
+    leading positions. ``softmax``: p = softmax(logits / T) over the last dimension; ``sigmoid``:
+    p = sigmoid(logits / T) per output, the Bernoulli KLs summed over the last dimension.
+    ``mask``: bool, the logits' shape without the last dimension."""
     if temperature <= 0:
         raise ConfigError(f"distill.temperature must be > 0, got {temperature}")
+    if kind not in KD_KINDS:
+        raise ConfigError(f"prediction KD kind must be one of {', '.join(KD_KINDS)}, got {kind!r}")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {list(student_logits.shape)} and teacher logits "
                          f"{list(teacher_logits.shape)} differ in shape")
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    s = student_logits.float() / temperature
+    t = teacher_logits.detach().float() / temperature
+    if kind == "softmax":
+        log_p_student = F.log_softmax(s, dim=-1)
+        log_p_teacher = F.log_softmax(t, dim=-1)
+        per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    else:  # Bernoulli KL per output: p log(p/q) + (1-p) log((1-p)/(1-q)), in log-sigmoids for stability
+        log_p, log_not_p = F.logsigmoid(t), F.logsigmoid(-t)
+        log_q, log_not_q = F.logsigmoid(s), F.logsigmoid(-s)
+        per_position = (log_p.exp() * (log_p - log_q) + log_not_p.exp() * (log_not_p - log_not_q)).sum(dim=-1)
     if mask is not None:
         if mask.shape != per_position.shape:
             raise ValueError(f"KD mask shape {list(mask.shape)} does not match logits {list(student_logits.shape)}")
@@ -90,13 +112,18 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor 
 def hidden_mse(student_feats: Mapping[str, torch.Tensor], teacher_feats: Mapping[str, torch.Tensor],
                layer_map: Mapping[str, list[int]], modules: Iterable[str],
                masks: Mapping[str, torch.Tensor] | None = None,
-               projections: LayerProjections | None = None) -> dict[str, torch.Tensor]:
-    """``{"loss": mean over all mapped layers of ``modules``, <module>: mean over that module's layers}``.
+               projections: LayerProjections | None = None, reduction: str = "module_sum",
+               pooler: bool = False) -> dict[str, torch.Tensor]:
+    """``{"loss": total, <module>: mean over that module's terms}``, the total by ``reduction``
+    (``module_sum``: the sum of the module values; ``layer_mean``: the mean over all terms).
 
     Student features are keyed ``"<module>.<student layer>"``, teacher features
     ``"<module>.<layer_map[module][student layer]>"`` (as ``FeatureTaps`` keys them); ``masks`` per module
-    (True at real tokens; a missing module is unmasked).
+    (True at real tokens; a missing module is unmasked). ``pooler``: the vision module also matches the
+    attentional pooler's output tokens (``POOLER_KEY`` in both feature dicts).
     """
+    if reduction not in LAYER_REDUCTIONS:
+        raise ConfigError(f"distill.layer_reduction must be one of {', '.join(LAYER_REDUCTIONS)}, got {reduction!r}")
     masks = masks or {}
     out, terms = {}, []
     for module in modules:
@@ -115,10 +142,19 @@ def hidden_mse(student_feats: Mapping[str, torch.Tensor], teacher_feats: Mapping
             if projections is not None:
                 student = projections(module, i, student)
             values.append(masked_mse(student, teacher_feats[t_key], masks.get(module)))
+        if module == "vision" and pooler:
+            for feats, who in ((student_feats, "student"), (teacher_feats, "teacher")):
+                if POOLER_KEY not in feats:
+                    raise ConfigError(f"hidden_mse: the {who}'s attentional-pooler tokens ({POOLER_KEY!r}) were "
+                                      "not captured (does its vision tower have an attentional pooler?)")
+            values.append(masked_mse(student_feats[POOLER_KEY], teacher_feats[POOLER_KEY], None))
         if values:
             out[module] = torch.stack(values).mean()
             terms.extend(values)
     if not terms:
         raise ConfigError("hidden_mse: no modules to match")
-    out["loss"] = torch.stack(terms).mean()
+    if reduction == "module_sum":
+        out["loss"] = torch.stack([out[m] for m in modules if m in out]).sum()
+    else:
+        out["loss"] = torch.stack(terms).mean()
     return out

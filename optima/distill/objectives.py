@@ -32,9 +32,14 @@ class _Frozen:
 
 
 class DistillationObjective(nn.Module):
-    """``task + kd_weight * prediction KD (T) + layer_weight * mean MSE over the active modules' layers``.
+    """``task + kd_weight * prediction KD (T) + layer_weight * layer MSE of the active modules``.
 
-    ``active`` is the set of modules whose layers are matched this step (chosen by the policy).
+    ``active`` is the set of modules whose layers are matched this step (chosen by the policy); the
+    layer term of each active module is its mean layer MSE, and with ``layer_reduction="module_sum"``
+    (the default) the active modules' terms are added, so every method gives a distilled module the
+    same weight (``losses.hidden_mse``). ``vision_pooler``: the vision module's term also matches the
+    attentional pooler's output tokens. ``kd_kind``: ``softmax`` or ``sigmoid`` (per-output
+    Bernoulli KD, for a head trained with sigmoid BCE, i.e. VQA).
     The teacher runs in eval mode under no_grad and computes only what the active modules and the KD
     term need: its image tower alone for ``vision``, its text tower alone for ``text``, the full
     forward for ``multimodal`` or KD.
@@ -42,13 +47,15 @@ class DistillationObjective(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, layer_map: dict[str, list[int]],
                  kd_weight: float, temperature: float, layer_weight: float,
-                 projections: nn.Module | None = None):
+                 projections: nn.Module | None = None, layer_reduction: str = "module_sum",
+                 vision_pooler: bool = True, kd_kind: str = "softmax"):
         super().__init__()
         self.student = student
         self.projections = projections
         self._teacher = _Frozen(teacher)
         self.layer_map = {m: list(layer_map[m]) for m in MODULES}
         self.kd_weight, self.temperature, self.layer_weight = kd_weight, temperature, layer_weight
+        self.layer_reduction, self.vision_pooler, self.kd_kind = layer_reduction, vision_pooler, kd_kind
         self.active: tuple[str, ...] = tuple(MODULES)
 
     @property
@@ -67,13 +74,16 @@ class DistillationObjective(nn.Module):
     def _teacher_layers(self, modules) -> dict[str, list[int]]:
         return {m: self.layer_map[m] for m in modules}
 
+    def _pooler(self, layers) -> bool:
+        return self.vision_pooler and "vision" in layers
+
     @torch.no_grad()
     def teacher_outputs(self, batch: dict, modules: tuple[str, ...], need_logits: bool) -> dict:
         from optima.distill.taps import FeatureTaps
 
         teacher = self.teacher
         layers = self._teacher_layers(modules) if self.layer_weight > 0 else {}
-        with FeatureTaps(teacher, layers) as taps:
+        with FeatureTaps(teacher, layers, pooler=self._pooler(layers)) as taps:
             if need_logits or "multimodal" in layers:
                 logits = teacher(batch)["logits"]
             else:
@@ -88,7 +98,7 @@ class DistillationObjective(nn.Module):
         use_layers = self.layer_weight > 0 and len(modules) > 0
         use_kd = self.kd_weight > 0
         layers = self._student_layers(modules) if use_layers else {}
-        with FeatureTaps(self.student, layers) as taps:
+        with FeatureTaps(self.student, layers, pooler=self._pooler(layers)) as taps:
             outputs = self.student(batch)
             student_features, student_masks = dict(taps.features), dict(taps.masks)
         task = self.student.loss(outputs, batch)["loss"]
@@ -99,12 +109,13 @@ class DistillationObjective(nn.Module):
                 teacher_out = self.teacher_outputs(batch, modules if use_layers else (), need_logits=use_kd)
         if use_kd:
             kd = prediction_kd(outputs["logits"], teacher_out["logits"], self.temperature,
-                               mask=outputs.get("logits_mask"))
+                               mask=outputs.get("logits_mask"), kind=self.kd_kind)
             losses["kd_loss"] = kd
             total = total + self.kd_weight * kd
         if use_layers:
             mse = hidden_mse(student_features, teacher_out["features"], self.layer_map, modules,
-                             masks=student_masks, projections=self.projections)
+                             masks=student_masks, projections=self.projections,
+                             reduction=self.layer_reduction, pooler=self.vision_pooler)
             losses["layer_loss"] = mse["loss"]
             for module in modules:
                 losses[f"layer_loss_{module}"] = mse[module]

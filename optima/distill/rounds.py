@@ -6,37 +6,33 @@ Reward (``distill.reward``):
   batch whose teacher outputs were computed once: ``(L_before - L_after) / L_before`` (PAPER.md);
 - ``task``: the same on the probe batch's task loss only;
 - ``train``: relative decrement of the training-batch objective from the round's first to its last step.
+The probe is measured only when the policy uses rewards or ``distill.log_rewards`` asks for them (for
+figures); its time is kept apart (``overhead_s``) so training throughput excludes it. Every round logs
+the arm, the reward and, for probe rewards, the probe loss before and after the round.
 Under torchrun the choice is made on rank 0 and broadcast; probe losses are averaged over ranks.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 from optima.config import MODULES
 
 
-def build_policy(method: dict, seed: int):
-    """(policy, arms) of a resolved method (``optima.config.method_spec``); raises ConfigError naming
-    the method and option when the policy's options are invalid."""
-    from optima.bandits import make_arms, make_policy
-    from optima.errors import ConfigError
-
-    arms = make_arms(MODULES, method["arms"])
-    options = dict(method["options"])
-    if method["policy"] == "fixed":  # the config names a module, the policy takes an arm index
-        options["arm"] = next(a for a, modules in enumerate(arms) if modules == (options.get("arm"),))
-    try:
-        return make_policy(method["policy"], len(arms), seed=seed, **options), arms
-    except ConfigError as exc:
-        raise ConfigError(f"distill.methods.{method['name']}: {exc}") from None
+def relative_decrement(before: float, after: float) -> float:
+    """The reward of a round: ``(L_before - L_after) / L_before``."""
+    return (before - after) / max(abs(before), 1e-12)
 
 
 class RoundController:
     def __init__(self, policy, arms: Sequence[tuple[str, ...]], round_steps: int, reward: str,
                  probe_loss: Callable[[], dict[str, float]] | None, set_active: Callable[[tuple[str, ...]], None],
-                 runtime):
+                 runtime, measure: bool = True):
+        """``measure``: compute rewards (a reward-driven policy, or ``distill.log_rewards``); without it the
+        probe is never evaluated and the rounds log only the arm."""
         self.policy = policy
+        self.measure = measure
         self.arms = list(arms)
         self.round_steps = round_steps
         self.reward_kind = reward
@@ -47,6 +43,10 @@ class RoundController:
         self.arm: int | None = None
         self.before: float | None = None  # probe (or first training-batch) loss at the round's start
         self.first_train_loss: float | None = None
+        self.uses_probe = measure and reward in ("probe", "task")
+        if self.uses_probe and probe_loss is None:
+            raise ValueError(f"reward {reward!r} needs a probe")
+        self.overhead_s = 0.0  # seconds spent measuring the probe (not training)
 
     # -- helpers -------------------------------------------------------------------------------
     def _arm_label(self, arm: int | None) -> str:
@@ -55,9 +55,12 @@ class RoundController:
         return "+".join(self.arms[arm])
 
     def _measure(self) -> float:
+        started = time.perf_counter()
         values = self.probe_loss()
         key = "task_loss" if self.reward_kind == "task" else "loss"
-        return self.runtime.all_reduce_mean(values[key])
+        value = self.runtime.all_reduce_mean(values[key])
+        self.overhead_s += time.perf_counter() - started
+        return value
 
     # -- loop callbacks ----------------------------------------------------------------------------
     def before_step(self, step: int) -> None:
@@ -69,7 +72,7 @@ class RoundController:
             arm = self.runtime.broadcast_object(self.policy.select() if self.runtime.is_main else None)
         self.arm = arm
         self.set_active(tuple(MODULES) if arm == -1 else self.arms[arm])
-        if self.reward_kind in ("probe", "task") and self.before is None:
+        if self.uses_probe and self.before is None:
             self.before = self._measure()
 
     def after_step(self, step: int, losses: dict[str, float]) -> dict:
@@ -77,15 +80,20 @@ class RoundController:
             self.first_train_loss = losses["loss"]  # already averaged over ranks by the loop
         if (step + 1) % self.round_steps != 0:
             return {}
-        if self.reward_kind == "train":
-            before, after = self.first_train_loss, losses["loss"]
-        else:
-            before, after = self.before, self._measure()
-        reward = (before - after) / max(abs(before), 1e-12)
-        if self.runtime.is_main and not self.policy.plays_all:
-            self.policy.update(self.arm, reward)
-        self.before = after if self.reward_kind in ("probe", "task") else None
-        row = {"arm": self._arm_label(self.arm), "round": self.round, "reward": reward, "probe_loss": after}
+        row = {"arm": self._arm_label(self.arm), "round": self.round}
+        if self.measure:
+            if self.reward_kind == "train":
+                before, after = self.first_train_loss, losses["loss"]
+            else:
+                before, after = self.before, self._measure()
+                row.update(probe_before=before, probe_loss=after)
+            reward = relative_decrement(before, after)
+            row["reward"] = reward
+            if self.runtime.is_main and not self.policy.plays_all:
+                self.policy.update(self.arm, reward)
+            self.before = after if self.uses_probe else None
+        elif self.runtime.is_main and not self.policy.plays_all:
+            self.policy.update(self.arm, 0.0)  # a policy that ignores rewards still counts its rounds
         self.round += 1
         return row
 

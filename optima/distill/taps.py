@@ -59,10 +59,12 @@ def validate_layers(model: nn.Module, layers: Mapping[str, Iterable[int]]) -> di
 
 
 class FeatureTaps:
-    def __init__(self, model: nn.Module, layers: Mapping[str, Iterable[int]], detach: bool = False):
+    def __init__(self, model: nn.Module, layers: Mapping[str, Iterable[int]], detach: bool = False,
+                 pooler: bool = False):
         self.coca = unwrap_model(model)
         self.layers = {m: idx for m, idx in validate_layers(self.coca, layers).items() if idx}
         self.detach = detach
+        self.pooler = pooler  # also capture the vision tower's output tokens (attentional pooler) as "vision.pool"
         self.features: dict[str, torch.Tensor] = {}
         self.calls: Counter[str] = Counter()  # hook firings per key since the last clear()
         self.pad_id = int(getattr(self.coca.text, "pad_id", getattr(self.coca, "pad_id", 0)))
@@ -79,6 +81,8 @@ class FeatureTaps:
             for index in indices:
                 self._handles.append(blocks[index].register_forward_hook(
                     self._make_hook(feature_key(module, index), batch_first)))
+        if self.pooler:
+            self._handles.append(self.coca.visual.register_forward_hook(self._capture_pooler))
         if "text" in self.layers or "multimodal" in self.layers:
             self._handles.append(self.coca.text.register_forward_pre_hook(self._capture_text, with_kwargs=True))
         return self
@@ -113,6 +117,18 @@ class FeatureTaps:
             self.features[key] = hidden.detach() if self.detach else hidden
             self.calls[key] += 1
         return hook
+
+    def _capture_pooler(self, _module, _inputs, output):
+        if _in_backward():
+            return
+        tokens = output[1] if isinstance(output, (tuple, list)) else None
+        if tokens is None:
+            raise ConfigError("feature taps: the vision tower returns no output tokens, so there is no "
+                              "attentional pooler to match (set distill.vision_pooler: false)")
+        from optima.distill.losses import POOLER_KEY
+
+        self.features[POOLER_KEY] = tokens.detach() if self.detach else tokens
+        self.calls[POOLER_KEY] += 1
 
     def _capture_text(self, _module, args, kwargs):
         if _in_backward():

@@ -18,18 +18,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher run directory (optima finetune --out)")
 
 
-def _probe_indices(n_train: int, size: int, data_seed: int) -> list[int]:
-    """A fixed probe batch held out of training: the same for every method and seed of a task."""
-    import torch
-
-    generator = torch.Generator().manual_seed(data_seed)
-    return torch.randperm(n_train, generator=generator)[: min(size, n_train // 4)].tolist()
-
-
 def run(args) -> int:
-    import torch
     from torch.utils.data import Subset
 
+    from optima.bandits.registry import build_method_policy
     from optima.config import MODULES, config_hash, method_spec
     from optima.data.datasets import build_dataset
     from optima.data.formats import check_task
@@ -37,7 +29,8 @@ def run(args) -> int:
     from optima.distill.commands.common import finish_run, make_validator, metrics_record, read_run_info, setup
     from optima.distill.loop import TrainSpec, fit
     from optima.distill.objectives import DistillationObjective
-    from optima.distill.rounds import RoundController, build_policy
+    from optima.distill.probe import Probe, split_probe
+    from optima.distill.rounds import RoundController
     from optima.distill.runtime import seed_everything, shutdown
     from optima.distill.sampling import fixed_batch, to_device
     from optima.models.heads import create_task_model, load_task_model, save_task_model
@@ -53,39 +46,35 @@ def run(args) -> int:
     tokenizer = load_tokenizer(args.data)
     full_train = build_dataset(task, args.data, "train", tokenizer, data_cfg["image_size"], train=True,
                                cache_images=data_cfg.get("cache_images", True))
-    probe_idx = _probe_indices(len(full_train), section.get("probe_size", 64), data_cfg["synthetic"]["seed"])
-    held_out = set(probe_idx)
-    train_set = Subset(full_train, [i for i in range(len(full_train)) if i not in held_out])
+    # every method trains on the same examples: those that show none of the probe's images
+    probe_idx, train_idx = split_probe(full_train, section.get("probe_size", 64), section.get("probe_seed", 0))
+    train_set = Subset(full_train, train_idx)
 
     teacher = load_task_model(args.teacher).to(runtime.device)
     student_coca, layer_map = make_student(teacher.coca, model_cfg.get("student_layers", 0.5),
                                            model_cfg.get("layer_map"))
     student = create_task_model(task, student_coca, getattr(full_train, "num_classes", None))
     student.head.load_state_dict(teacher.head.state_dict())  # same widths: start from the teacher's head
-    objective = DistillationObjective(student, teacher, layer_map, method["kd_weight"], method["temperature"],
-                                      method["layer_weight"]).to(runtime.device)
+    kd_kind = "sigmoid" if task == "vqa" and section.get("vqa_kd", "sigmoid") == "sigmoid" else "softmax"
+    objective = DistillationObjective(
+        student, teacher, layer_map, method["kd_weight"], method["temperature"], method["layer_weight"],
+        layer_reduction=section.get("layer_reduction", "module_sum"),
+        vision_pooler=section.get("vision_pooler", True), kd_kind=kd_kind).to(runtime.device)
 
     callbacks = None
     if method["policy"] != "none":
-        policy, arms = build_policy(method, args.seed)
-        probe = to_device(fixed_batch(full_train, probe_idx), runtime.device)
-        probe_teacher = objective.teacher_outputs(probe, tuple(MODULES), need_logits=True)
-
-        @torch.no_grad()
-        def probe_loss() -> dict[str, float]:
-            objective.eval()
-            try:
-                with runtime.autocast():
-                    losses = objective.compute(probe, tuple(MODULES), teacher_out=probe_teacher)
-            finally:
-                objective.train()
-            return {k: float(v) for k, v in losses.items()}
+        policy, arms = build_method_policy(method, MODULES, args.seed)
+        # the probe costs time: only a policy that learns from rewards (or a request to log them) pays for it
+        measure = policy.uses_rewards or bool(section.get("log_rewards", False))
+        probe = None
+        if measure and method["reward"] in ("probe", "task"):
+            probe = Probe(objective, to_device(fixed_batch(full_train, probe_idx), runtime.device), runtime)
 
         def set_active(modules):
             objective.active = tuple(modules)
 
-        callbacks = RoundController(policy, arms, method["round_steps"], method["reward"], probe_loss,
-                                    set_active, runtime)
+        callbacks = RoundController(policy, arms, method["round_steps"], method["reward"],
+                                    probe.losses if probe else None, set_active, runtime, measure=measure)
     else:
         objective.active = tuple(MODULES)
 

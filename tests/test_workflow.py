@@ -133,19 +133,32 @@ def test_dry_run_commands_follow_the_verb_contract(workdir):
 
 
 def test_paper_scale_dry_run_reads_the_official_files(tmp_path):
-    """config/paper.yaml: one job list like every scale; its prepare jobs take the downloaded files."""
+    """config/paper.yaml: one job list like every scale, plus one fetch job per manifest resource
+    (tests/test_cluster_profiles.py checks the order); official files a lab supplies from elsewhere
+    (paths no manifest resource makes) are the prepare jobs' inputs themselves."""
+    from optima.data.fetch import load_manifest
+
     work = copy_workflow(tmp_path / "wf")
     config = load(work / "config/paper.yaml")
-    proc = snakemake(work, "-n", "--configfile", "config/paper.yaml", check=False)
+    proc = snakemake(work, "-n", "-p", "--configfile", "config/paper.yaml")
+    fetch_jobs = {f"fetch_{name}": 1 for name in load_manifest()["resources"]}
+    assert job_counts(proc.stdout) == {**expected_job_counts(config), **fetch_jobs}
+    assert "gpu=1" in proc.stdout  # runtime.device: cuda -> one GPU per training/evaluation job
+    for spec in config["data"]["official"].values():  # a lab's own copies, outside data/raw
+        for group in ("questions", "annotations"):
+            for split, path in (spec.get(group) or {}).items():
+                spec[group][split] = path.replace("data/raw/", "data/own/")
+        spec["images"] = spec["images"].replace("data/raw/", "data/own/")
+    (work / "config/own.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(work, "-n", "--configfile", "config/own.yaml", check=False)
     assert proc.returncode != 0 and "Missing input files for rule prepare" in proc.stdout + proc.stderr
-    for spec in config["data"]["official"].values():  # stand-ins for the downloads
+    for spec in config["data"]["official"].values():  # stand-ins for the lab's files
         paths = [spec["images"]] + [p for group in ("questions", "annotations") for p in (spec.get(group) or {}).values()]
         for path in filter(None, paths):
             (work / path).parent.mkdir(parents=True, exist_ok=True)
             (work / path).touch()
-    proc = snakemake(work, "-n", "-p", "--configfile", "config/paper.yaml")
+    proc = snakemake(work, "-n", "-p", "--configfile", "config/own.yaml")
     assert job_counts(proc.stdout) == expected_job_counts(config)
-    assert "gpu=1" in proc.stdout  # runtime.device: cuda -> one GPU per training/evaluation job
 
 
 def test_config_overrides_reach_the_verbs(workdir):

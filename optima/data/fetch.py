@@ -581,8 +581,7 @@ def verify_manual(name: str, res: dict, config: dict | None, manifest: dict, log
         log(f"{folder}: {found:,} images, the publisher's set has {published:,}: every referenced image is "
             "there, so this is enough for the configured splits")
     record = {"resource": name, "folder": folder, "images": found, "published_images": published,
-              "referenced_images": len(referenced), "licence": res["licence"],
-              "verified": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+              "referenced_images": len(referenced), "licence": res["licence"]}  # no timestamp: same folder, same bytes
     from optima.io import atomic_write_json
 
     atomic_write_json(verified_marker(folder), record)

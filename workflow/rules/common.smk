@@ -258,11 +258,21 @@ def gpus_per_job():
 
 
 def launcher(wildcards, resources):
-    """`optima`, or `torchrun ... -m optima` when a job was given several GPUs (profiles: set-resources)."""
+    """`optima`, or `torchrun ... -m optima` when a job was given several GPUs (profiles: set-resources).
+    A GPU job runs under `python -m optima.gpus N --`, which gives it N GPUs no other job of the machine
+    holds (CUDA_VISIBLE_DEVICES; a no-op under SLURM, which chose the GPUs already)."""
     gpus = int(resources.get("gpu", 0) or 0)
     if gpus > 1:
-        return f"torchrun --standalone --nproc-per-node {gpus} -m optima"
+        return f"python -m optima.gpus {gpus} -- torchrun --standalone --nproc-per-node {gpus} -m optima"
+    if gpus == 1:
+        return "python -m optima.gpus 1 -- optima"
     return "optima"
+
+
+def single_process_launcher(wildcards, resources):
+    """`optima` for a verb that runs as one process (evaluation), on GPUs of its own when it has any."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    return f"python -m optima.gpus {gpus} -- optima" if gpus >= 1 else "optima"
 
 
 # --------------------------------------------------------------------------------------------

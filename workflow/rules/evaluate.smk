@@ -12,6 +12,7 @@ rule evaluate_teacher:
         config=config_args,
         fingerprint=fingerprint("evaluate_teacher"),
         run_dir=lambda wildcards, input: os.path.dirname(input.model),
+        launcher=single_process_launcher,
     threads: 1
     resources:
         mem_mb=4000,
@@ -20,7 +21,7 @@ rule evaluate_teacher:
     conda:
         "../../environment.yml"
     shell:
-        "optima evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
+        "{params.launcher} evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
         "--out {output.metrics} --threads {threads} > {log} 2>&1"
 
 
@@ -38,6 +39,7 @@ rule evaluate_student:
         config=config_args,
         fingerprint=fingerprint("evaluate_student"),
         run_dir=lambda wildcards, input: os.path.dirname(input.model),
+        launcher=single_process_launcher,
     threads: 1
     resources:
         mem_mb=4000,
@@ -46,7 +48,7 @@ rule evaluate_student:
     conda:
         "../../environment.yml"
     shell:
-        "optima evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
+        "{params.launcher} evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
         "--out {output.metrics} --threads {threads} > {log} 2>&1"
 
 

@@ -47,8 +47,11 @@ CODE_DEPS = {
     "tables": ["optima/paper"],
     "figures": ["optima/paper"],
 }
+# fetch_<resource> stages (paper scale: the downloads, workflow/rules/fetch.smk) have no code
+# dependency on purpose: a change in optima/data must not download 20 GB again.
 # Stages are listed in pipeline order (then by output path) to keep dvc.yaml readable.
 RULE_ORDER = list(CODE_DEPS)
+MANIFEST = "optima/data/manifest.yaml"
 # Config keys that change the DAG's shape (checked by the collect stage, see module docstring).
 SHAPE_KEYS = ["tasks", "distill.run", "distill.seeds", "paths", "eval.split"]
 
@@ -81,9 +84,13 @@ def snakemake_jobs(configfile: str, root: Path = ROOT):
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
             workflow._build_dag()
             order = {name: i for i, name in enumerate(RULE_ORDER)}
+
+            def rank(name):  # the fetch_<resource> stages (paper scale) come first
+                return -1 if name.startswith("fetch_") else order.get(name, len(order))
+
             jobs = sorted(
                 workflow.dag.jobs,
-                key=lambda job: (order.get(job.rule.name, len(order)), job.rule.name, str(job.output[0]) if job.output else ""),
+                key=lambda job: (rank(job.rule.name), job.rule.name, str(job.output[0]) if job.output else ""),
             )
             return [_job_record(job) for job in jobs if job.shellcmd], workflow.globals
 
@@ -122,11 +129,15 @@ def _stage(record: dict, configfile: str, keys: list[str], root: Path, check_cmd
         cmd.insert(0, check_cmd)
     cmd.append(record["cmd"])
     deps = [d for d in CODE_DEPS.get(rule, []) if (root / d).exists()] + record["input"]
-    stage: dict = {"cmd": cmd if len(cmd) > 1 else cmd[0], "deps": deps}
+    stage: dict = {"cmd": cmd if len(cmd) > 1 else cmd[0]}
+    if deps:
+        stage["deps"] = deps
     if rule == "collect":
         keys = keys + SHAPE_KEYS
     if keys:
         stage["params"] = [{configfile: keys}] if configfile != "params.yaml" else keys
+    if rule.startswith("fetch_"):  # its own manifest entry (URLs, checksums): a stage with no dependency would always rerun
+        stage["params"] = [{MANIFEST: [f"resources.{rule[len('fetch_'):]}"]}]
     summary = record["named_output"].get("summary")
     outs = [o for o in record["output"] if o != summary]
     stage["outs"] = outs

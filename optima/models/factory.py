@@ -166,6 +166,25 @@ def model_config(model: nn.Module) -> dict:
 
 # -- weights ---------------------------------------------------------------------------------------
 
+def pretrained_download_hint(cfg: dict) -> str:
+    """What to download, and where open_clip looks for it, for one pretrained tag's config."""
+    offline = "HF_HUB_OFFLINE is set, so nothing is downloaded: " if os.environ.get("HF_HUB_OFFLINE") else ""
+    hub = cfg.get("hf_hub") or ""
+    if hub:
+        from huggingface_hub import constants
+
+        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        filename = filename or "open_clip_pytorch_model.bin"
+        return (f"{offline}download it once on a machine with network into the Hugging Face cache "
+                f"{constants.HF_HUB_CACHE} (set HF_HUB_CACHE to share one): "
+                f"`HF_HUB_OFFLINE=0 hf download {repo} {filename}` (or `huggingface-cli download ...`), "
+                f"or point model.pretrained at a local copy of the weights file")
+    url = cfg.get("url") or ""
+    cache = os.path.expanduser("~/.cache/clip")
+    return (f"{offline}download {url} into {cache}/ once on a machine with network, "
+            f"or point model.pretrained at a local copy of the weights file")
+
+
 def resolve_checkpoint(pretrained: str, name: str) -> str:
     """A local weights file for ``pretrained``: a file, a run directory, or an open_clip tag (downloaded)."""
     import open_clip
@@ -180,13 +199,13 @@ def resolve_checkpoint(pretrained: str, name: str) -> str:
         return str(path)
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained in tags:
+        cfg = open_clip.get_pretrained_cfg(name, pretrained)
         try:
-            return open_clip.download_pretrained(open_clip.get_pretrained_cfg(name, pretrained))
-        except Exception as exc:  # network, hub, cache: one clear line
-            offline = " (HF_HUB_OFFLINE is set: download the weights once with network)" \
-                if os.environ.get("HF_HUB_OFFLINE") else ""
-            raise CheckpointError(f"{name}: could not fetch open_clip pretrained weights {pretrained!r}: "
-                                  f"{type(exc).__name__}: {exc}{offline}") from None
+            return open_clip.download_pretrained(cfg)
+        except Exception as exc:  # network, hub, cache: one clear line saying what to fetch and where
+            raise CheckpointError(f"{name}: could not fetch open_clip pretrained weights {pretrained!r} "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                                  f"{pretrained_download_hint(cfg)}") from None
     known = f"open_clip tags for {name}: {', '.join(tags)}" if tags else f"open_clip has no pretrained tags for {name}"
     raise CheckpointError(f"model.pretrained: {pretrained!r} is neither an existing file or run directory nor a "
                           f"pretrained tag ({known})")
@@ -204,9 +223,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            import open_clip
+            from open_clip.factory import load_state_dict  # not re-exported at the top level in 3.3
 
-            state = open_clip.load_state_dict(str(path), weights_only=True)
+            state = load_state_dict(str(path), weights_only=True)
     except CheckpointError:
         raise
     except Exception as exc:

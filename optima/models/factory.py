@@ -203,8 +203,8 @@ def resolve_checkpoint(pretrained: str, name: str) -> str:
         try:
             return open_clip.download_pretrained(cfg)
         except Exception as exc:  # network, hub, cache: one clear line saying what to fetch and where
-            raise CheckpointError(f"{name}: could not fetch open_clip pretrained weights {pretrained!r} "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            raise CheckpointError(f"{name}: could not fetch open_clip pretrained weights {pretrained!r}: "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
                                   f"{pretrained_download_hint(cfg)}") from None
     known = f"open_clip tags for {name}: {', '.join(tags)}" if tags else f"open_clip has no pretrained tags for {name}"
     raise CheckpointError(f"model.pretrained: {pretrained!r} is neither an existing file or run directory nor a "

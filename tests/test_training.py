@@ -152,7 +152,7 @@ def test_resume_from_other_config_is_refused(world, tmp_path):
     distill(world, tmp_path / "run", "layerwise", 0)
     # as if killed after the first checkpoint: an unfinished run must not resume under another config
     import shutil
-    shutil.rmtree(tmp_path / "run/checkpoints/step_0000008")
+    shutil.rmtree(tmp_path / "run/checkpoints/step_0000010")  # the final checkpoint (smoke: 10 steps)
     proc = distill(world, tmp_path / "run", "layerwise", 0, "--set", "distill.lr=0.5", check=False)
     assert proc.returncode == 2 and "differs in: distill.lr" in proc.stderr
 

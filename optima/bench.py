@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "bandits": ("optima.bandits.bench", "module-selection policies on simulated bandits with known means"),
     "models": ("optima.models.bench", "parameters, training-step time and caption decoding throughput"),
+    "step": ("optima.distill.bench_step", "time a distillation step per method (teacher, probe, ratios), interleaved"),
 }
 
 

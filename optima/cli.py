@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("optima.data.prepare", "write the prepared data of one task (synthetic or official source)"),
     "pretrain": ("optima.distill.commands.pretrain", "pre-train (or load) the CoCa teacher"),
     "finetune": ("optima.distill.commands.finetune", "fine-tune the teacher on one task"),
+    "teacher-targets": ("optima.distill.commands.targets", "compute a task's teacher targets once for all its students"),
     "distill": ("optima.distill.commands.distill", "distil a student with one method (OPTIMA or a baseline)"),
     "evaluate": ("optima.eval.commands", "evaluate a run directory on a split and write metrics.json"),
     "collect": ("optima.paper.collect", "gather every run's metrics.json into runs.csv and summary.json"),

@@ -75,6 +75,26 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def optimisation_step(model, objective, optimizer, scheduler, batch: dict, runtime: Runtime, grad_clip: float | None,
+                      check: Callable[[dict], None] | None = None) -> tuple[dict[str, float], torch.Tensor, float]:
+    """One step of every training verb (and of ``optima bench step``): forward under autocast, losses
+    averaged over ranks, ``check(values)`` (e.g. finite), backward, clip, optimiser and scheduler step.
+    Returns (loss values, gradient norm, the learning rate the step used)."""
+    with runtime.autocast():
+        losses = model(batch)
+    values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
+    if check is not None:
+        check(values)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), grad_clip if grad_clip else float("inf"))
+    lr = scheduler.get_last_lr()[0]
+    if torch.isfinite(grad_norm):
+        optimizer.step()
+        scheduler.step()
+    return values, grad_norm, lr
+
+
 def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, run_dir: str | Path, seed: int,
         fingerprint: dict, callbacks: Callbacks | None = None, num_workers: int = 0,
         desc: str = "train", evaluator: Callable[[], dict] | None = None) -> TrainLog:
@@ -145,25 +165,20 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
     for step, batch in enumerate(loader, start=start_step):
         batch = to_device(batch, runtime.device)
         callbacks.before_step(step)
-        with runtime.autocast():
-            losses = model(batch)
-        values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
-        for name, value in values.items():
-            if not math.isfinite(value):
-                last = ckpt.latest_checkpoint(run_dir)
-                raise TrainingError(
-                    f"{desc}: loss term {name!r} is {value} at step {step}; stopped. "
-                    f"Last good checkpoint: {last if last else 'none (no checkpoint written yet)'}")
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            objective.parameters(), spec.grad_clip if spec.grad_clip else float("inf"))
-        if not torch.isfinite(grad_norm):
+
+        def check_finite(values, step=step):
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    last = ckpt.latest_checkpoint(run_dir)
+                    raise TrainingError(
+                        f"{desc}: loss term {name!r} is {value} at step {step}; stopped. "
+                        f"Last good checkpoint: {last if last else 'none (no checkpoint written yet)'}")
+
+        values, grad_norm, lr = optimisation_step(model, objective, optimizer, scheduler, batch, runtime,
+                                                  spec.grad_clip, check=check_finite)
+        if not torch.isfinite(grad_norm):  # the step was not taken
             raise TrainingError(f"{desc}: gradient norm is {float(grad_norm)} at step {step}; stopped. "
                                 f"Last good checkpoint: {ckpt.latest_checkpoint(run_dir)}")
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
         timed_examples += spec.batch_size
         extra = callbacks.after_step(step, values)
         done = step + 1

@@ -57,6 +57,7 @@ class DistillationObjective(nn.Module):
         self.kd_weight, self.temperature, self.layer_weight = kd_weight, temperature, layer_weight
         self.layer_reduction, self.vision_pooler, self.kd_kind = layer_reduction, vision_pooler, kd_kind
         self.active: tuple[str, ...] = tuple(MODULES)
+        self.targets = None  # optima.distill.targets.TeacherTargets: the teacher's outputs, computed once
 
     @property
     def teacher(self) -> nn.Module:
@@ -83,6 +84,8 @@ class DistillationObjective(nn.Module):
 
         teacher = self.teacher
         layers = self._teacher_layers(modules) if self.layer_weight > 0 else {}
+        if self.targets is not None and "index" in batch:
+            return self.targets.lookup(batch["index"], layers, need_logits, self._pooler(layers))
         with FeatureTaps(teacher, layers, pooler=self._pooler(layers)) as taps:
             if need_logits or "multimodal" in layers:
                 logits = teacher(batch)["logits"]

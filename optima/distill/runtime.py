@@ -41,6 +41,11 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (for timing)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def broadcast_object(self, obj, src: int = 0):
         """Send a picklable object from ``src`` to every rank (the policy's choice, made on rank 0)."""
         if not self.distributed:

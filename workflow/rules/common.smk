@@ -173,6 +173,19 @@ def teacher_dir(task="{task}"):
     return f"{RESULTS}/teachers/{task}"
 
 
+def targets_dir(task="{task}"):
+    return f"{RESULTS}/teachers/{task}/targets"
+
+
+def teacher_cache_enabled():
+    return (config["distill"].get("teacher_cache") or {}).get("mode", "never") != "never"
+
+
+def targets_input(wildcards):
+    """The task's teacher targets, when distill.teacher_cache computes them once (else nothing)."""
+    return targets_dir(wildcards.task) if teacher_cache_enabled() else []
+
+
 def student_dir(task="{task}", method="{method}", seed="{seed}"):
     return f"{RESULTS}/students/{task}/{method}/seed{seed}"
 
@@ -316,6 +329,8 @@ def config_keys(rule_name, wildcards):
         return _model_keys() + ["pretrain"]
     if rule_name == "finetune":
         return _model_keys() + ["finetune"] + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
+    if rule_name == "teacher_targets":  # what the targets are: layer map, pooler, cache settings, data
+        return _model_keys() + _present("distill", ("teacher_cache", "vision_pooler", "vqa_kd"))
     if rule_name == "distill":
         return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name in ("evaluate_teacher", "evaluate_student"):

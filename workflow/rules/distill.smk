@@ -1,9 +1,37 @@
+rule teacher_targets:
+    """The task teacher's outputs for every training example, computed once for all its students
+    (distill.teacher_cache; `auto` records 'on the fly' when the estimate exceeds max_gb)."""
+    input:
+        data=f"{DATA}/{{task}}",
+        teacher=f"{teacher_dir()}/model.safetensors",
+        teacher_config=f"{teacher_dir()}/model_config.json",
+    output:
+        targets=directory(targets_dir()),
+    log:
+        f"{LOGS}/teachers/{{task}}_targets.log",
+    params:
+        config=config_args,
+        fingerprint=fingerprint("teacher_targets"),
+        teacher=lambda wildcards, input: os.path.dirname(input.teacher),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpus_per_job(),
+    conda:
+        "../../environment.yml"
+    shell:
+        "optima teacher-targets {wildcards.task} {params.config} --data {input.data} --teacher {params.teacher} "
+        "--out {output.targets} --threads {threads} > {log} 2>&1"
+
+
 rule distill:
     """One student: task x method (distill.run) x seed (distill.seeds), distilled from the task's teacher."""
     input:
         data=f"{DATA}/{{task}}",
         teacher=f"{teacher_dir()}/model.safetensors",
         teacher_config=f"{teacher_dir()}/model_config.json",
+        targets=targets_input,
     output:
         **run_outputs(student_dir()),
     log:
@@ -12,6 +40,7 @@ rule distill:
         config=config_args,
         fingerprint=fingerprint("distill"),
         teacher=lambda wildcards, input: os.path.dirname(input.teacher),
+        targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
         run_dir=run_dir_of,
         launcher=launcher,
     threads: 1
@@ -23,5 +52,5 @@ rule distill:
         "../../environment.yml"
     shell:
         "{params.launcher} distill {wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
-        "{params.config} --data {input.data} --teacher {params.teacher} --out {params.run_dir} "
+        "{params.config} --data {input.data} --teacher {params.teacher} {params.targets} --out {params.run_dir} "
         "--threads {threads} > {log} 2>&1"

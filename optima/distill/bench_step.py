@@ -1,0 +1,320 @@
+"""`optima bench step`: where a distillation step's time goes, per method, as ratios measured in one run.
+
+For the config's teacher and student (randomly initialised: the time does not depend on the weights),
+every method the config defines among ``finetune`` (the student alone), ``kd``, ``layerwise``,
+``uniform`` and ``optima`` trains through the pipeline's own step (``optima.distill.loop``), with its
+own policy, rounds and probe, and with the teacher targets the config's ``distill.teacher_cache``
+gives it (computed once before timing, as the workflow's ``teacher_targets`` job does). The methods
+are **interleaved**: every repeat runs one block of whole bandit rounds of each method in turn, so
+drift of the machine's speed hits all alike. A block's time divided by its steps is one sample (it
+includes the method's share of probe evaluation and bookkeeping); the table reports the median
+sample per method, the ratios to ``layerwise`` and to ``finetune``, and per step the time spent in
+the teacher (forward or cache lookup) and in the probe.
+
+Inputs are the task's prepared data (``--data``) or, without it, random inputs of the config's shapes
+(images, context length, answer vocabulary), so paper-scale shapes need no data. On a GPU it also
+reports samples/s, peak memory and model FLOPs utilisation (FLOPs counted by
+``torch.utils.flop_counter`` on one step; the peak from ``--peak-tflops`` or a known device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+BENCH_METHODS = ("finetune", "kd", "layerwise", "uniform", "optima")
+CSV_COLUMNS = ["method", "median_step_s", "ratio_to_layerwise", "ratio_to_student_alone", "teacher_s", "probe_s",
+               "samples_per_s", "peak_mem_gb", "tflops_per_step", "mfu"]
+# dense bf16 peak TFLOP/s by device name fragment (for MFU)
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "V100": 125.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (dotted key, YAML value); repeatable")
+    parser.add_argument("--task", default=None, help="task to time (default: vqa if the config runs it, else its first)")
+    parser.add_argument("--data", default=None, help="prepared data of the task (default: random inputs of its shapes)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench/step.csv"), help="CSV to write")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per method and repeat (rounded up to whole bandit rounds; "
+                             "default: two rounds)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, as a pipeline job)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak TFLOP/s for MFU")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+# ---------------------------------------------------------------------- inputs
+class RandomTaskData:
+    """Random examples in the layout the task's dataset yields (for timing only)."""
+
+    def __init__(self, task: str, n: int, image_size: int, context_length: int, vocab_size: int,
+                 num_classes: int | None, seed: int):
+        import torch
+
+        self.task, self.n, self.num_classes = task, n, num_classes
+        g = torch.Generator().manual_seed(seed)
+        images = 2 if task == "nlvr2" else 1
+        self.images = torch.randn(n, images, 3, image_size, image_size, generator=g)
+        self.texts = torch.randint(3, vocab_size, (n, context_length), generator=g)
+        self.texts[:, context_length // 2:] = 0  # padded second half, like short sentences
+        self.labels = torch.randint(0, num_classes or 2, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def image_keys(self, index: int) -> tuple[str, ...]:
+        return tuple(f"{index}/{k}" for k in range(self.images.shape[1]))
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        item = {"text": self.texts[index], "index": index}
+        if self.task == "nlvr2":
+            item["images"] = self.images[index]
+        else:
+            item["image"] = self.images[index, 0]
+        if self.task == "vqa":
+            scores = torch.zeros(self.num_classes)
+            scores[self.labels[index] % self.num_classes] = 1.0
+            item["answer_scores"] = scores
+        elif self.task in ("snli_ve", "nlvr2"):
+            item["label"] = self.labels[index]
+        return item
+
+
+def _inputs(task: str, config: dict, data_dir, pool: int, seed: int):
+    """(dataset, vocab_size, context_length, num_classes)."""
+    from optima.models.heads import FIXED_CLASSES
+
+    data_cfg = config["data"]
+    if data_dir:
+        from optima.data.tokenizers import load_tokenizer
+        from optima.distill.commands.distill import training_set
+
+        tokenizer = load_tokenizer(data_dir)
+        dataset = training_set(task, config, data_dir, tokenizer)
+        return dataset, tokenizer.vocab_size, tokenizer.context_length, getattr(dataset, "num_classes", None)
+    # the word tokenizer's vocabulary is the synthetic grammar's (~100 words); open_clip's BPE has 49,408
+    vocab = 128 if data_cfg.get("tokenizer", "word") == "word" else 49408
+    num_classes = FIXED_CLASSES.get(task, data_cfg.get("num_answers", 3129)) if task != "captions" else None
+    dataset = RandomTaskData(task, pool, data_cfg["image_size"], data_cfg["context_length"], vocab, num_classes, seed)
+    return dataset, vocab, data_cfg["context_length"], num_classes
+
+
+# ---------------------------------------------------------------------- one method's trainer
+class MethodRunner:
+    """A student of one method with its optimiser, policy rounds and probe, stepping through the loop's step."""
+
+    def __init__(self, name, method, task, config, teacher, dataset, train_idx, probe_idx, targets, runtime, seed):
+        import torch
+
+        from optima.bandits.registry import build_method_policy
+        from optima.config import MODULES
+        from optima.distill.commands.distill import build_objective
+        from optima.distill.optim import build_optimizer, build_scheduler
+        from optima.distill.probe import Probe
+        from optima.distill.rounds import RoundController
+        from optima.distill.sampling import StepBatchSampler, fixed_batch, to_device
+
+        torch.manual_seed(seed)
+        section = config["distill"]
+        self.name, self.runtime, self.dataset = name, runtime, dataset
+        self.objective, _, _ = build_objective(task, config, teacher, getattr(dataset, "num_classes", None),
+                                               method["kd_weight"], method["temperature"], method["layer_weight"])
+        self.objective.to(runtime.device)
+        self.objective.targets = targets
+        self.teacher_seconds = 0.0
+        self._wrap_teacher()
+        self.optimizer = build_optimizer(self.objective.named_parameters(), section["lr"], section["weight_decay"])
+        self.scheduler = build_scheduler(self.optimizer, 0, 10 ** 9)
+        self.grad_clip = section.get("grad_clip")
+        self.round_steps = method["round_steps"]
+        self.callbacks, self.probe = None, None
+        if method["policy"] != "none":
+            policy, arms = build_method_policy(method, MODULES, seed)
+            measure = policy.uses_rewards or bool(section.get("log_rewards", False))
+            if measure and method["reward"] in ("probe", "task"):
+                self.probe = Probe(self.objective, to_device(fixed_batch(dataset, probe_idx), runtime.device), runtime)
+
+            def set_active(modules):
+                self.objective.active = tuple(modules)
+
+            self.callbacks = RoundController(policy, arms, self.round_steps, method["reward"],
+                                             self.probe.losses if self.probe else None, set_active, runtime,
+                                             measure=measure)
+        else:
+            self.objective.active = tuple(MODULES)
+        self.sampler = StepBatchSampler(len(train_idx), section["batch_size"], seed, 0, 10 ** 9)
+        self.train_idx = train_idx
+        self.step = 0
+        self.objective.train()
+
+    def _wrap_teacher(self):
+        original = self.objective.teacher_outputs
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.teacher_seconds += time.perf_counter() - started
+
+        self.objective.teacher_outputs = timed
+
+    def batch(self):
+        from optima.distill.sampling import fixed_batch, to_device
+
+        indices = [self.train_idx[i] for i in self.sampler.batch(self.step)]
+        return to_device(fixed_batch(self.dataset, indices), self.runtime.device)
+
+    def run_block(self, steps: int, batches: list) -> tuple[float, float, float]:
+        """Train ``steps`` steps; (seconds per step, teacher seconds per step, probe seconds per step)."""
+        from optima.distill.loop import optimisation_step
+
+        self.runtime.synchronize()
+        teacher0, probe0 = self.teacher_seconds, self.callbacks.overhead_s if self.callbacks else 0.0
+        started = time.perf_counter()
+        for k in range(steps):
+            if self.callbacks:
+                self.callbacks.before_step(self.step)
+            values, _, _ = optimisation_step(self.objective, self.objective, self.optimizer, self.scheduler,
+                                             batches[k % len(batches)], self.runtime, self.grad_clip)
+            if self.callbacks:
+                self.callbacks.after_step(self.step, values)
+            self.step += 1
+        self.runtime.synchronize()
+        elapsed = time.perf_counter() - started
+        probe = (self.callbacks.overhead_s if self.callbacks else 0.0) - probe0
+        return elapsed / steps, (self.teacher_seconds - teacher0) / steps, probe / steps
+
+    def flops_per_step(self, batch) -> float:
+        """Model FLOPs of one training step (forward and backward, teacher included), counted by torch."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from optima.distill.loop import optimisation_step
+
+        with FlopCounterMode(display=False) as counter:
+            optimisation_step(self.objective, self.objective, self.optimizer, self.scheduler, batch, self.runtime,
+                              self.grad_clip)
+        return float(counter.get_total_flops())
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from optima.config import load_config, method_spec
+    from optima.distill.probe import split_probe
+    from optima.distill.runtime import init_runtime
+    from optima.distill.targets import DTYPES, TeacherTargets, cache_options, compute_targets, estimate_bytes
+    from optima.errors import ConfigError
+    from optima.io import atomic_write_text
+    from optima.models import create_coca
+    from optima.models.heads import create_task_model
+
+    config = load_config(args.config, args.overrides)
+    runtime_cfg = config.get("runtime", {})
+    runtime = init_runtime(runtime_cfg.get("device", "auto"), runtime_cfg.get("precision", "auto"), args.threads)
+    task = args.task or ("vqa" if "vqa" in config["tasks"] else config["tasks"][0])
+    section = config["distill"]
+    names = [name for name in BENCH_METHODS if name in section["methods"]]
+    if "finetune" not in names or "layerwise" not in names:
+        raise ConfigError(f"{args.config}: optima bench step needs the methods 'finetune' and 'layerwise' in "
+                          f"distill.methods (defined: {', '.join(section['methods'])})")
+    methods = {name: method_spec(config, name) for name in names}
+    round_steps = max(m["round_steps"] for m in methods.values())
+    steps = args.steps or 2 * round_steps
+    steps = -(-steps // round_steps) * round_steps  # whole rounds, so every block pays its share of the probe
+    batch_size = section["batch_size"]
+    pool = max(4 * batch_size, 2 * section.get("probe_size", 64) * 4 + batch_size)
+    dataset, vocab, context_length, num_classes = _inputs(task, config, args.data, pool, args.seed)
+
+    torch.manual_seed(args.seed)
+    coca = create_coca(config["model"]["teacher"], vocab_size=vocab, context_length=context_length)
+    teacher = create_task_model(task, coca, num_classes).to(runtime.device)
+    probe_idx, train_idx = split_probe(dataset, section.get("probe_size", 64), section.get("probe_seed", 0))
+
+    targets, cache = None, cache_options(section)
+    if cache["mode"] != "never":
+        from optima.distill.commands.distill import build_objective
+
+        builder, _, _ = build_objective(task, config, teacher, num_classes, 1.0, 1.0, 1.0)
+        builder.to(runtime.device).eval()
+        dtype = DTYPES[cache["dtype"]]
+        size, _ = estimate_bytes(builder, dataset, dtype)
+        if size / 1e9 <= float(cache["max_gb"]):
+            with torch.no_grad(), runtime.autocast():
+                tensors, rows = compute_targets(builder, dataset, dtype, int(cache["batch_size"]), progress=False)
+            targets = TeacherTargets(tensors, rows, runtime.device)
+    print(f"optima bench step: {args.config}, task {task}, {len(names)} methods, {steps} steps x {args.repeats} "
+          f"interleaved repeats, batch {batch_size}, {torch.get_num_threads()} thread(s), device {runtime.device}, "
+          f"teacher targets {'cached (' + cache['dtype'] + ')' if targets else 'on the fly'}", flush=True)
+
+    runners = {name: MethodRunner(name, method, task, config, teacher, dataset, train_idx, probe_idx, targets,
+                                  runtime, args.seed) for name, method in methods.items()}
+    samples = {name: [] for name in names}
+    for repeat in range(args.warmup + args.repeats):
+        for name, runner in runners.items():
+            block = [runner.batch() for _ in range(1)]  # one fixed batch per block: data loading is not timed
+            per_step = runner.run_block(steps, block)
+            if repeat >= args.warmup:
+                samples[name].append(per_step)
+
+    flops = {}
+    if runtime.device.type == "cuda":
+        for name, runner in runners.items():
+            flops[name] = runner.flops_per_step(runner.batch())
+        torch.cuda.synchronize()
+    peak = args.peak_tflops
+    if peak is None and runtime.device.type == "cuda":
+        device_name = torch.cuda.get_device_name(runtime.device)
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+
+    rows = []
+    median = {name: statistics.median(s[0] for s in samples[name]) for name in names}
+    for name in names:
+        step_s = median[name]
+        row = {"method": name, "median_step_s": step_s, "ratio_to_layerwise": step_s / median["layerwise"],
+               "ratio_to_student_alone": step_s / median["finetune"],
+               "teacher_s": statistics.median(s[1] for s in samples[name]),
+               "probe_s": statistics.median(s[2] for s in samples[name]),
+               "samples_per_s": batch_size / step_s, "peak_mem_gb": None, "tflops_per_step": None, "mfu": None}
+        if runtime.device.type == "cuda":
+            row["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
+            row["tflops_per_step"] = flops[name] / 1e12
+            if peak:
+                row["mfu"] = flops[name] / step_s / (peak * 1e12)
+        rows.append(row)
+    text = _table(rows)
+    print(text)
+    atomic_write_text(args.out, _csv(rows))
+    atomic_write_text(args.out.with_suffix(".md"), text + "\n")
+    print(f"wrote {args.out}, {args.out.with_suffix('.md')}")
+    return 0
+
+
+def _fmt(value, digits=4) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(CSV_COLUMNS) + " |", "|---" * len(CSV_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_fmt(row[c]) for c in CSV_COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: ("" if row[c] is None else row[c]) for c in CSV_COLUMNS} for row in rows)
+    return buffer.getvalue()

@@ -1,0 +1,43 @@
+"""`optima teacher-targets TASK`: the teacher's outputs for every training example of a task, computed
+once and shared by every student of the task (``optima.distill.targets``; ``distill.teacher_cache``)."""
+
+from __future__ import annotations
+
+from optima.distill.commands.common import add_common_arguments
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
+    add_common_arguments(parser)
+    parser.add_argument("--teacher", required=True, help="fine-tuned teacher run directory (optima finetune --out)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from optima.data.formats import check_task
+    from optima.data.tokenizers import load_tokenizer
+    from optima.distill.commands.common import read_run_info, setup
+    from optima.distill.commands.distill import build_objective, training_set
+    from optima.distill.runtime import shutdown
+    from optima.distill.targets import build_and_write, cache_options
+    from optima.models.checkpoint import WEIGHTS_FILE
+    from optima.models.heads import load_task_model
+
+    task = check_task(args.task)
+    config, runtime = setup(args)
+    read_run_info(args.teacher, expect_role="teacher", expect_task=task)
+    dataset = training_set(task, config, args.data, load_tokenizer(args.data))
+    teacher = load_task_model(args.teacher).to(runtime.device)
+    # the targets every method may need: all modules' mapped layers and the KD logits
+    objective, _, _ = build_objective(task, config, teacher, getattr(dataset, "num_classes", None),
+                                      kd_weight=1.0, temperature=1.0, layer_weight=1.0)
+    objective.to(runtime.device).eval()
+    if runtime.is_main:
+        with torch.no_grad(), runtime.autocast():
+            build_and_write(objective, dataset, cache_options(config["distill"]),
+                            Path(args.teacher) / WEIGHTS_FILE, args.out, log=lambda m: print(m, flush=True))
+    shutdown(runtime)
+    return 0

@@ -1,0 +1,120 @@
+"""Teacher targets computed once per task: exactly the targets the students use, refused when they were
+built for another teacher, data or layer map, and the size limit enforced; `optima bench step` times
+the methods from them."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from optima.config import MODULES
+from optima.distill.loop import TrainSpec, fit
+from optima.distill.runtime import Runtime
+from optima.distill.sampling import fixed_batch
+from optima.distill.targets import (LOGITS, META_FILE, TARGETS_FILE, IndexedDataset, TeacherTargets,
+                                    build_and_write, expected_meta)
+from optima.errors import CheckpointError, ConfigError
+from optima.models.checkpoint import write_checkpoint
+
+from test_distill_mechanism import build, prepare  # noqa: E402  (the tests' directory is on sys.path)
+
+CPU = Runtime(device=torch.device("cpu"))
+OPTIONS = {"mode": "always", "dtype": "float32", "max_gb": 1.0, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def vqa(tmp_path_factory, smoke_config_path):
+    root = tmp_path_factory.mktemp("targets")
+    return prepare("vqa", root / "vqa", smoke_config_path)
+
+
+def setup(vqa, tmp_path, **options):
+    objective, train = build("vqa", vqa)
+    dataset = IndexedDataset(train)
+    weights = tmp_path / "teacher.safetensors"
+    write_checkpoint(tmp_path, objective.teacher.state_dict(), {"model_cfg": {}})
+    (tmp_path / "model.safetensors").rename(weights)
+    meta = build_and_write(objective, dataset, {**OPTIONS, **options}, weights, tmp_path / "targets", log=lambda m: None)
+    return objective, dataset, weights, meta
+
+
+def test_cached_targets_are_the_teachers_outputs(vqa, tmp_path):
+    objective, dataset, weights, meta = setup(vqa, tmp_path)
+    assert meta["cached"] and (tmp_path / "targets" / TARGETS_FILE).is_file()
+    targets = TeacherTargets.load(tmp_path / "targets", expected_meta(objective, dataset, weights), CPU.device)
+    batch = fixed_batch(dataset, [5, 0, 17])
+    live = objective.teacher_outputs(batch, MODULES, need_logits=True)
+    objective.targets = targets
+    cached = objective.teacher_outputs(batch, MODULES, need_logits=True)
+    assert set(cached["features"]) == set(live["features"])  # every mapped layer and the pooler tokens
+    for key in live["features"]:
+        assert torch.allclose(cached["features"][key], live["features"][key], atol=1e-5)
+    assert torch.allclose(cached["logits"], live["logits"], atol=1e-5)
+    # only what the active module needs is looked up
+    only_text = objective.teacher_outputs(batch, ("text",), need_logits=False)
+    assert {k.split(".")[0] for k in only_text["features"]} == {"text"} and only_text["logits"] is None
+
+
+def test_a_student_trained_from_the_cache_matches_one_trained_on_the_fly(vqa, tmp_path):
+    objective, dataset, weights, _ = setup(vqa, tmp_path)
+    spec = TrainSpec(steps=4, batch_size=8, lr=1e-3, warmup_steps=0, checkpoint_every=100, log_every=1)
+    logs = []
+    for name, use_cache in (("fly", False), ("cache", True)):
+        objective, _ = build("vqa", vqa)  # the same initial student
+        if use_cache:
+            objective.targets = TeacherTargets.load(tmp_path / "targets", expected_meta(objective, dataset, weights),
+                                                    CPU.device)
+        log = fit(objective, dataset, spec, CPU, tmp_path / name, 0, {"run": name})
+        logs.append([float(r["loss"]) for r in log.rows])
+    assert logs[0] == pytest.approx(logs[1], rel=1e-5)
+
+
+def test_targets_built_for_another_teacher_or_layer_map_are_refused(vqa, tmp_path):
+    objective, dataset, weights, _ = setup(vqa, tmp_path)
+    expected = expected_meta(objective, dataset, weights)
+    with pytest.raises(CheckpointError, match="teacher_sha256"):
+        TeacherTargets.load(tmp_path / "targets", {**expected, "teacher_sha256": "0" * 64}, CPU.device)
+    with pytest.raises(CheckpointError, match="layer_map"):
+        TeacherTargets.load(tmp_path / "targets", {**expected, "layer_map": {"vision": [0]}}, CPU.device)
+    (tmp_path / "targets" / TARGETS_FILE).write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        TeacherTargets.load(tmp_path / "targets", expected, CPU.device)
+    (tmp_path / "targets" / META_FILE).unlink()  # an interrupted job: no json, nothing looks complete
+    with pytest.raises(CheckpointError, match="targets.json missing"):
+        TeacherTargets.load(tmp_path / "targets", expected, CPU.device)
+
+
+def test_size_limit(vqa, tmp_path):
+    with pytest.raises(ConfigError, match="distill.teacher_cache.max_gb"):
+        setup(vqa, tmp_path, max_gb=1e-9)
+    assert not (tmp_path / "targets" / META_FILE).exists()
+    objective, dataset, weights, meta = setup(vqa, tmp_path, mode="auto", max_gb=1e-9)
+    assert not meta.get("cached") and meta["estimated_gb"] > 1e-9
+    recorded = json.loads((tmp_path / "targets" / META_FILE).read_text())
+    assert recorded["cached"] is False and "max_gb" in recorded["reason"]
+    assert not (tmp_path / "targets" / TARGETS_FILE).exists()
+    assert TeacherTargets.load(tmp_path / "targets", expected_meta(objective, dataset, weights), CPU.device) is None
+    # float16 halves the estimate of float32
+    _, _, _, half = setup(vqa, tmp_path / "half", dtype="float16")
+    _, _, _, full = setup(vqa, tmp_path / "full", dtype="float32")
+    assert half["estimated_gb"] == pytest.approx(full["estimated_gb"] / 2)
+    assert LOGITS in full["shapes"]
+
+
+def test_bench_step_times_every_method(tmp_path, smoke_config_path):
+    out = tmp_path / "step.csv"
+    proc = subprocess.run([sys.executable, "-m", "optima", "bench", "step", "--config", str(smoke_config_path),
+                           "--out", str(out), "--repeats", "1", "--warmup", "0"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[:6] == ["method", "median_step_s", "ratio_to_layerwise", "ratio_to_student_alone",
+                                 "teacher_s", "probe_s"]
+    assert [r["method"] for r in rows] == ["finetune", "kd", "layerwise", "uniform", "optima"]
+    by = {r["method"]: r for r in rows}
+    assert float(by["layerwise"]["ratio_to_layerwise"]) == 1.0 and float(by["finetune"]["ratio_to_student_alone"]) == 1.0
+    assert float(by["finetune"]["teacher_s"]) == 0.0  # the student alone never asks the teacher
+    assert float(by["optima"]["probe_s"]) > 0 and float(by["uniform"]["probe_s"]) == 0.0
+    assert "cached" in proc.stdout and "| optima |" in proc.stdout

@@ -32,11 +32,17 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/paper.smk"
 
 
+if DVC_TRACKED:
+
+    include: "workflow/rules/dvc.smk"
+
+
 localrules:
     all,
     collect,
     tables,
     figures,
+    dvc_lock,
 
 
 rule all:
@@ -46,4 +52,5 @@ rule all:
         summary=rules.collect.output.summary,
         tables=rules.tables.output,
         figures=rules.figures.output,
+        dvc_lock=["dvc.lock"] if DVC_TRACKED else [],
     default_target: True

@@ -132,6 +132,9 @@ config.clear()
 config.update(_loaded)
 validate(config, "../schemas/config.schema.yaml")
 
+# dvc.yaml is generated for params.yaml as it is: only that run is recorded in dvc.lock (rule dvc_lock)
+DVC_TRACKED = CONFIG_FILE == "params.yaml" and not CONFIG_OVERRIDES and os.path.isdir(".dvc")
+
 TASKS = list(config["tasks"])
 METHODS = list(config["distill"]["run"])
 SEEDS = [int(s) for s in config["distill"]["seeds"]]

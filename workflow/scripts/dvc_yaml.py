@@ -40,6 +40,7 @@ CODE_DEPS = {
     "prepare": ["optima/data"],
     "pretrain": ["optima/data", "optima/models", "optima/distill", "optima/eval"],
     "finetune": ["optima/data", "optima/models", "optima/distill", "optima/eval"],
+    "teacher_targets": ["optima/data", "optima/models", "optima/distill"],
     "distill": ["optima/data", "optima/models", "optima/distill", "optima/bandits", "optima/eval"],
     "evaluate_teacher": ["optima/data", "optima/models", "optima/eval"],
     "evaluate_student": ["optima/data", "optima/models", "optima/eval"],
@@ -52,6 +53,8 @@ CODE_DEPS = {
 # Stages are listed in pipeline order (then by output path) to keep dvc.yaml readable.
 RULE_ORDER = list(CODE_DEPS)
 MANIFEST = "optima/data/manifest.yaml"
+# rules that only Snakemake runs: dvc_lock records Snakemake's outputs in dvc.lock (DVC keeps it itself)
+SNAKEMAKE_ONLY = ("dvc_lock",)
 # Config keys that change the DAG's shape (checked by the collect stage, see module docstring).
 SHAPE_KEYS = ["tasks", "distill.run", "distill.seeds", "paths", "eval.split"]
 
@@ -92,7 +95,8 @@ def snakemake_jobs(configfile: str, root: Path = ROOT):
                 workflow.dag.jobs,
                 key=lambda job: (rank(job.rule.name), job.rule.name, str(job.output[0]) if job.output else ""),
             )
-            return [_job_record(job) for job in jobs if job.shellcmd], workflow.globals
+            return ([_job_record(job) for job in jobs if job.shellcmd and job.rule.name not in SNAKEMAKE_ONLY],
+                    workflow.globals)
 
 
 def _job_record(job) -> dict:

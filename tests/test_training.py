@@ -26,17 +26,11 @@ def optima(*args, check=True, **kwargs):
     return proc
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, smoke_config_path):
-    """Prepared smoke data, a pre-trained teacher and a VQA teacher, shared by the tests below."""
-    root = tmp_path_factory.mktemp("training")
-    cfg = smoke_config_path
-    for task in ("captions", "vqa"):
-        optima("prepare", task, "--config", cfg, "--out", root / "data" / task)
-    optima("pretrain", "--config", cfg, "--data", root / "data/captions", "--out", root / "pretrain", "--threads", 1)
-    optima("finetune", "vqa", "--config", cfg, "--data", root / "data/vqa", "--init", root / "pretrain",
-           "--out", root / "teacher_vqa", "--threads", 1)
-    return {"root": root, "config": cfg}
+@pytest.fixture
+def world(smoke_teacher):
+    """Prepared smoke data, a pre-trained teacher and a VQA teacher: built once per test run (conftest),
+    read-only here (every test writes its students under its own tmp_path)."""
+    return smoke_teacher
 
 
 def distill(world, out, method="optima", seed=0, *extra, check=True):

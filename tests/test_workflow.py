@@ -472,6 +472,7 @@ def _run(args: list[str], cwd: Path, timeout: int = 3600) -> subprocess.Complete
 
 
 @pytest.mark.slow
+@pytest.mark.very_slow  # the whole smoke pipeline again, one stage after another, and an experiment
 def test_dvc_repro_runs_the_same_pipeline(tmp_path):
     """dvc.yaml (generated for config/smoke.yaml) runs the pipeline, locks every checkpoint and metric,
     reruns nothing the second time, and `dvc exp run -S` retrains only the students that read the key."""

@@ -14,7 +14,10 @@ the teacher (forward or cache lookup) and in the probe.
 Inputs are the task's prepared data (``--data``) or, without it, random inputs of the config's shapes
 (images, context length, answer vocabulary), so paper-scale shapes need no data. On a GPU it also
 reports samples/s, peak memory and model FLOPs utilisation (FLOPs counted by
-``torch.utils.flop_counter`` on one step; the peak from ``--peak-tflops`` or a known device).
+``torch.utils.flop_counter`` on one step; the peak from ``--peak-tflops`` or a known device). The peak
+memory is that of a job training the method alone (the methods share the GPU here): what was allocated
+before any method (teacher, cached targets) + the method's parameters, gradients, optimiser state and
+probe + the most its steps allocated above that. ``scripts/gpu_check.sh`` runs it at paper scale.
 """
 
 from __future__ import annotations
@@ -50,34 +53,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------- inputs
 class RandomTaskData:
-    """Random examples in the layout the task's dataset yields (for timing only)."""
+    """Random examples in the layout the task's dataset yields (for timing only).
+
+    Images are drawn when an item is read, from a generator seeded by (seed, index), so the pool costs no
+    host memory however large it is (paper scale: 1,024 examples of 3 x 224 x 224, 0.62 GB as float32 if
+    kept, twice that for NLVR2); the same index always gives the same image."""
 
     def __init__(self, task: str, n: int, image_size: int, context_length: int, vocab_size: int,
                  num_classes: int | None, seed: int):
         import torch
 
         self.task, self.n, self.num_classes = task, n, num_classes
+        self.seed, self.image_size = seed, image_size
+        self.n_images = 2 if task == "nlvr2" else 1
         g = torch.Generator().manual_seed(seed)
-        images = 2 if task == "nlvr2" else 1
-        self.images = torch.randn(n, images, 3, image_size, image_size, generator=g)
         self.texts = torch.randint(3, vocab_size, (n, context_length), generator=g)
         self.texts[:, context_length // 2:] = 0  # padded second half, like short sentences
         self.labels = torch.randint(0, num_classes or 2, (n,), generator=g)
+
+    def image(self, index: int):
+        """(images, 3, H, W) for example ``index``."""
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 1)
+        return torch.randn(self.n_images, 3, self.image_size, self.image_size, generator=g)
 
     def __len__(self) -> int:
         return self.n
 
     def image_keys(self, index: int) -> tuple[str, ...]:
-        return tuple(f"{index}/{k}" for k in range(self.images.shape[1]))
+        return tuple(f"{index}/{k}" for k in range(self.n_images))
 
     def __getitem__(self, index: int) -> dict:
         import torch
 
         item = {"text": self.texts[index], "index": index}
+        images = self.image(index)
         if self.task == "nlvr2":
-            item["images"] = self.images[index]
+            item["images"] = images
         else:
-            item["image"] = self.images[index, 0]
+            item["image"] = images[0]
         if self.task == "vqa":
             scores = torch.zeros(self.num_classes)
             scores[self.labels[index] % self.num_classes] = 1.0
@@ -85,6 +100,16 @@ class RandomTaskData:
         elif self.task in ("snli_ve", "nlvr2"):
             item["label"] = self.labels[index]
         return item
+
+
+def pool_size(batch_size: int, probe_size: int) -> int:
+    """Examples of random inputs: enough that the probe holds out at most ``MAX_PROBE_FRACTION`` of the
+    images and at least two batches train."""
+    import math
+
+    from optima.config import MAX_PROBE_FRACTION
+
+    return max(math.ceil(probe_size / MAX_PROBE_FRACTION), probe_size + 2 * batch_size)
 
 
 def _inputs(task: str, config: dict, data_dir, pool: int, seed: int):
@@ -139,7 +164,8 @@ class MethodRunner:
             policy, arms = build_method_policy(method, MODULES, seed)
             measure = policy.uses_rewards or bool(section.get("log_rewards", False))
             if measure and method["reward"] in ("probe", "task"):
-                self.probe = Probe(self.objective, to_device(fixed_batch(dataset, probe_idx), runtime.device), runtime)
+                self.probe = Probe.from_config(self.objective, to_device(fixed_batch(dataset, probe_idx), runtime.device),
+                                               runtime, section)
 
             def set_active(modules):
                 self.objective.active = tuple(modules)
@@ -152,6 +178,8 @@ class MethodRunner:
         self.sampler = StepBatchSampler(len(train_idx), section["batch_size"], seed, 0, 10 ** 9)
         self.train_idx = train_idx
         self.step = 0
+        self.peak_above_start = 0  # CUDA: the most a block allocated above what was allocated at its start
+        self.peak_all = 0          # CUDA: the peak of everything allocated (every method's state together)
         self.objective.train()
 
     def _wrap_teacher(self):
@@ -176,6 +204,12 @@ class MethodRunner:
         """Train ``steps`` steps; (seconds per step, teacher seconds per step, probe seconds per step)."""
         from optima.distill.loop import optimisation_step
 
+        import torch
+
+        cuda = self.runtime.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.runtime.device)
+            base = torch.cuda.memory_allocated(self.runtime.device)
         self.runtime.synchronize()
         teacher0, probe0 = self.teacher_seconds, self.callbacks.overhead_s if self.callbacks else 0.0
         started = time.perf_counter()
@@ -189,8 +223,41 @@ class MethodRunner:
             self.step += 1
         self.runtime.synchronize()
         elapsed = time.perf_counter() - started
+        if cuda:
+            peak = torch.cuda.max_memory_allocated(self.runtime.device)
+            self.peak_above_start = max(self.peak_above_start, peak - base)
+            self.peak_all = max(self.peak_all, peak)
         probe = (self.callbacks.overhead_s if self.callbacks else 0.0) - probe0
         return elapsed / steps, (self.teacher_seconds - teacher0) / steps, probe / steps
+
+    def resident_bytes(self) -> int:
+        """Device bytes this method keeps between steps: the trained parameters, their gradients, the
+        optimiser's state, and the probe's inputs and stored teacher outputs (if on the device)."""
+        import torch
+
+        from optima.distill.probe import _map_tensors
+
+        seen, total = set(), 0
+
+        def add(tensor):
+            nonlocal total
+            if isinstance(tensor, torch.Tensor) and tensor.device == self.runtime.device:
+                if tensor.data_ptr() not in seen:
+                    seen.add(tensor.data_ptr())
+                    total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        for parameter in self.objective.parameters():
+            add(parameter)
+            add(parameter.grad)
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                add(value)
+        if self.probe is not None:
+            _map_tensors(self.probe.batch, add)
+            for out in self.probe.stored or []:
+                _map_tensors(out, add)
+        return total
 
     def flops_per_step(self, batch) -> float:
         """Model FLOPs of one training step (forward and backward, teacher included), counted by torch."""
@@ -230,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or 2 * round_steps
     steps = -(-steps // round_steps) * round_steps  # whole rounds, so every block pays its share of the probe
     batch_size = section["batch_size"]
-    pool = max(4 * batch_size, 2 * section.get("probe_size", 64) * 4 + batch_size)
+    # the probe may hold out at most MAX_PROBE_FRACTION of the images (one example per image) and a
+    # batch must remain: the smallest pool that allows both (paper: 256 / 0.25 = 1,024 examples)
+    pool = pool_size(batch_size, section.get("probe_size", 64))
     dataset, vocab, context_length, num_classes = _inputs(task, config, args.data, pool, args.seed)
 
     torch.manual_seed(args.seed)
@@ -254,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
           f"interleaved repeats, batch {batch_size}, {torch.get_num_threads()} thread(s), device {runtime.device}, "
           f"teacher targets {'cached (' + cache['dtype'] + ')' if targets else 'on the fly'}", flush=True)
 
+    shared_bytes = torch.cuda.memory_allocated(runtime.device) if runtime.device.type == "cuda" else 0
     runners = {name: MethodRunner(name, method, task, config, teacher, dataset, train_idx, probe_idx, targets,
                                   runtime, args.seed) for name, method in methods.items()}
     samples = {name: [] for name in names}
@@ -284,13 +354,22 @@ def run(args: argparse.Namespace) -> int:
                "probe_s": statistics.median(s[2] for s in samples[name]),
                "samples_per_s": batch_size / step_s, "peak_mem_gb": None, "tflops_per_step": None, "mfu": None}
         if runtime.device.type == "cuda":
-            row["peak_mem_gb"] = torch.cuda.max_memory_allocated(runtime.device) / 1e9
+            # the methods share one GPU here; the peak of a job that trains this method alone is what was
+            # allocated before any method (teacher, cached targets) + this method's resident state + the
+            # most one of its blocks allocated above its start
+            runner = runners[name]
+            row["peak_mem_gb"] = (shared_bytes + runner.resident_bytes() + runner.peak_above_start) / 1e9
             row["tflops_per_step"] = flops[name] / 1e12
             if peak:
                 row["mfu"] = flops[name] / step_s / (peak * 1e12)
         rows.append(row)
     text = _table(rows)
     print(text)
+    if runtime.device.type == "cuda":
+        together = max(r.peak_all for r in runners.values()) / 1e9
+        print(f"peak_mem_gb: a job training that method alone (teacher and cached targets {shared_bytes / 1e9:.2f} GB "
+              f"+ its student, gradients, optimiser state and probe + its steps' peak); all {len(runners)} methods "
+              f"held together here peaked at {together:.2f} GB")
     atomic_write_text(args.out, _csv(rows))
     atomic_write_text(args.out.with_suffix(".md"), text + "\n")
     print(f"wrote {args.out}, {args.out.with_suffix('.md')}")

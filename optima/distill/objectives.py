@@ -94,9 +94,13 @@ class DistillationObjective(nn.Module):
                 teacher.run_towers(batch, vision="vision" in layers, text="text" in layers)
             return {"logits": logits, "features": dict(taps.features), "masks": dict(taps.masks)}
 
-    def compute(self, batch: dict, modules: tuple[str, ...], teacher_out: dict | None = None) -> dict:
+    def compute(self, batch: dict, modules: tuple[str, ...], teacher_out: dict | None = None,
+                counts: dict | None = None) -> dict:
+        """The losses on ``batch``. ``counts``: a dict filled with how many items each term averages over
+        (examples or real tokens), so losses computed on chunks of a batch combine exactly
+        (``combine_chunks``); the losses themselves do not depend on it."""
         from optima.distill.losses import hidden_mse, prediction_kd
-        from optima.distill.taps import FeatureTaps
+        from optima.distill.taps import FeatureTaps, feature_key
 
         use_layers = self.layer_weight > 0 and len(modules) > 0
         use_kd = self.kd_weight > 0
@@ -124,7 +128,42 @@ class DistillationObjective(nn.Module):
                 losses[f"layer_loss_{module}"] = mse[module]
             total = total + self.layer_weight * mse["loss"]
         losses["loss"] = total
+        if counts is not None:
+            counts["task_loss"] = self.student.loss_count(outputs, batch)
+            if use_kd:
+                mask = outputs.get("logits_mask")
+                counts["kd_loss"] = int(mask.sum()) if mask is not None else outputs["logits"][..., 0].numel()
+            for module in (m for m in modules if use_layers and f"layer_loss_{m}" in losses):
+                # every term of a module averages over the same positions (its mask; vision and the pooler's
+                # tokens: a fixed number per example), so the module's mean combines with one weight
+                mask = student_masks.get(module)
+                first = student_features[feature_key(module, 0)] if mask is None else None
+                counts[f"layer_loss_{module}"] = int(mask.sum()) if mask is not None else first[..., 0].numel()
         return losses
+
+    def combine_chunks(self, parts: list[tuple[dict, dict]], modules: tuple[str, ...]) -> dict[str, float]:
+        """The losses of a whole batch from its chunks' ``(losses, counts)`` (``compute(..., counts=)``):
+        each term is the count-weighted mean of its chunk values, as the unchunked mean over examples or
+        real tokens would be; ``layer_loss`` and ``loss`` are rebuilt from the terms as ``compute`` adds them."""
+        if len(parts) == 1:
+            return {k: float(v) for k, v in parts[0][0].items()}
+        out: dict[str, float] = {}
+        for key in parts[0][1]:
+            weight = sum(counts[key] for _, counts in parts)
+            out[key] = sum(float(losses[key]) * counts[key] for losses, counts in parts) / max(weight, 1)
+        total = out["task_loss"]
+        if "kd_loss" in out:
+            total += self.kd_weight * out["kd_loss"]
+        present = [m for m in modules if f"layer_loss_{m}" in out]
+        if present:
+            if self.layer_reduction == "module_sum":
+                out["layer_loss"] = sum(out[f"layer_loss_{m}"] for m in present)
+            else:  # layer_mean: the mean over every term, a module holding one term per mapped layer (+ pooler)
+                terms = {m: len(self.layer_map[m]) + int(m == "vision" and self.vision_pooler) for m in present}
+                out["layer_loss"] = sum(terms[m] * out[f"layer_loss_{m}"] for m in present) / sum(terms.values())
+            total += self.layer_weight * out["layer_loss"]
+        out["loss"] = total
+        return out
 
     def forward(self, batch: dict) -> dict:
         return self.compute(batch, self.active)

@@ -45,30 +45,149 @@ def split_probe(dataset, size: int, seed: int) -> tuple[list[int], list[int]]:
     return sorted(probe), train
 
 
+PROBE_STORAGE = ("device", "cpu", "recompute")
+PROBE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def batch_size_of(batch: dict) -> int:
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ValueError("probe batch holds no tensor")
+
+
+def slice_batch(batch: dict, start: int, stop: int, n: int) -> dict:
+    """Examples ``start:stop`` of a collated batch of ``n`` examples (everything with ``n`` rows is cut)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, (torch.Tensor, list, tuple)) and len(value) == n:
+            out[key] = value[start:stop]
+        else:
+            out[key] = value
+    return out
+
+
+def _map_tensors(out: dict, fn) -> dict:
+    """``teacher_outputs``' dict (``logits``, ``features``, ``masks``) with ``fn`` applied to every tensor."""
+    mapped = {}
+    for key, value in out.items():
+        if isinstance(value, dict):
+            mapped[key] = {k: fn(v) for k, v in value.items()}
+        else:
+            mapped[key] = fn(value) if isinstance(value, torch.Tensor) else value
+    return mapped
+
+
 class Probe:
     """The distillation objective over all modules on a fixed batch, its teacher outputs computed once.
+
+    Memory (paper scale: README, "Memory on one GPU"):
+    - ``chunk``: examples per forward (``distill.probe_chunk``; None = the whole probe at once). The probe
+      loss of a chunked probe equals the unchunked one: every term is a mean over examples or over real
+      tokens, so the chunks' terms are combined weighted by their counts
+      (``DistillationObjective.combine_chunks``).
+    - ``storage`` (``distill.probe_storage``): where the teacher's outputs live between measurements:
+      ``device`` (the training device), ``cpu`` (host memory, each chunk moved to the device when it is
+      evaluated; pinned when the device is a GPU) or ``recompute`` (not stored: the teacher runs on each
+      chunk at every measurement).
+    - ``dtype`` (``distill.probe_dtype``): the stored outputs' floating dtype (the losses upcast to float32
+      as for the training batch).
 
     ``seconds`` accumulates the wall time spent here (reported apart from training throughput).
     """
 
-    def __init__(self, objective, batch: dict, runtime):
+    def __init__(self, objective, batch: dict, runtime, chunk: int | None = None, dtype: str = "float32",
+                 storage: str = "device"):
+        if storage not in PROBE_STORAGE:
+            raise ConfigError(f"distill.probe_storage must be one of {', '.join(PROBE_STORAGE)}, got {storage!r}")
+        if dtype not in PROBE_DTYPES:
+            raise ConfigError(f"distill.probe_dtype must be one of {', '.join(PROBE_DTYPES)}, got {dtype!r}")
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ConfigError(f"distill.probe_chunk must be a positive integer or null, got {chunk!r}")
         self.objective = objective
         self.batch = batch
         self.runtime = runtime
+        self.n = batch_size_of(batch)
+        self.chunk = self.n if chunk is None else min(chunk, self.n)
+        self.bounds = [(start, min(start + self.chunk, self.n)) for start in range(0, self.n, self.chunk)]
+        self.dtype = getattr(torch, dtype)
+        self.storage = storage
+        self.need_logits = objective.kd_weight > 0
         self.seconds = 0.0
+        options = getattr(objective.student, "options", None) or {}
+        if len(self.bounds) > 1 and options.get("contrastive_weight", 0) > 0:
+            raise ConfigError("distill.probe_chunk: a captioning loss with a contrastive term compares every pair "
+                              "in the batch and cannot be computed in chunks; set distill.probe_chunk: null")
+        if storage == "cpu":  # the probe's inputs leave the device too (moved per chunk)
+            from optima.distill.sampling import to_device
+
+            self.batch = to_device(batch, torch.device("cpu"))
         started = time.perf_counter()
-        self.teacher_out = objective.teacher_outputs(batch, tuple(MODULES), need_logits=objective.kd_weight > 0)
+        self.stored: list[dict] | None = None
+        if storage != "recompute":
+            self.stored = [self._store(self._teacher(start, stop)) for start, stop in self.bounds]
         self.seconds += time.perf_counter() - started
+
+    def _chunk(self, start: int, stop: int) -> dict:
+        from optima.distill.sampling import to_device
+
+        part = self.batch if (start, stop) == (0, self.n) else slice_batch(self.batch, start, stop, self.n)
+        return to_device(part, self.runtime.device)
+
+    def _teacher(self, start: int, stop: int) -> dict:
+        return self.objective.teacher_outputs(self._chunk(start, stop), tuple(MODULES), need_logits=self.need_logits)
+
+    def _store(self, out: dict) -> dict:
+        device = torch.device("cpu") if self.storage == "cpu" else self.runtime.device
+        pin = self.storage == "cpu" and self.runtime.device.type == "cuda"
+
+        def keep(tensor: torch.Tensor) -> torch.Tensor:
+            dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
+            tensor = tensor.to(device=device, dtype=dtype)
+            return tensor.pin_memory() if pin else tensor
+
+        return _map_tensors(out, keep)
+
+    def _teacher_out(self, index: int) -> dict:
+        if self.stored is None:
+            start, stop = self.bounds[index]
+            return self._teacher(start, stop)
+        device = self.runtime.device
+        return _map_tensors(self.stored[index], lambda t: t.to(device, non_blocking=True))
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes held by the stored teacher outputs (0 when recomputed)."""
+        total = 0
+        for out in self.stored or []:
+            for value in [out.get("logits"), *out.get("features", {}).values(), *out.get("masks", {}).values()]:
+                if isinstance(value, torch.Tensor):
+                    total += value.numel() * value.element_size()
+        return total
 
     @torch.no_grad()
     def losses(self) -> dict[str, float]:
         started = time.perf_counter()
         self.objective.eval()
         try:
-            with self.runtime.autocast():
-                losses = self.objective.compute(self.batch, tuple(MODULES), teacher_out=self.teacher_out)
+            parts = []
+            for index, (start, stop) in enumerate(self.bounds):
+                teacher_out = self._teacher_out(index)
+                counts: dict = {}
+                with self.runtime.autocast():
+                    losses = self.objective.compute(self._chunk(start, stop), tuple(MODULES),
+                                                    teacher_out=teacher_out,
+                                                    counts=counts if len(self.bounds) > 1 else None)
+                parts.append(({k: float(v) for k, v in losses.items()}, counts))
+                del teacher_out, losses
         finally:
             self.objective.train()
-        values = {k: float(v) for k, v in losses.items()}
+        values = self.objective.combine_chunks(parts, tuple(MODULES))
         self.seconds += time.perf_counter() - started
         return values
+
+    @classmethod
+    def from_config(cls, objective, batch: dict, runtime, section: dict) -> "Probe":
+        """A probe with the memory options of the config's ``distill`` section."""
+        return cls(objective, batch, runtime, chunk=section.get("probe_chunk"),
+                   dtype=section.get("probe_dtype", "float32"), storage=section.get("probe_storage", "device"))

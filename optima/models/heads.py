@@ -150,6 +150,10 @@ class TaskModel(nn.Module):
     def loss(self, outputs: Mapping, batch: Mapping) -> dict:
         raise NotImplementedError
 
+    def loss_count(self, outputs: Mapping, batch: Mapping) -> int:
+        """How many items ``loss`` averages over (to combine a loss computed in chunks exactly)."""
+        raise NotImplementedError
+
 
 class CaptioningModel(TaskModel):
     task = "captions"
@@ -183,6 +187,15 @@ class CaptioningModel(TaskModel):
             total = total + self.options["contrastive_weight"] * contrastive
         losses["loss"] = total
         return losses
+
+    def loss_count(self, outputs: Mapping, batch: Mapping) -> int:
+        """How many items the task loss averages over: the real (non-padding) target tokens. Lets a loss
+        computed in chunks be combined exactly (the probe); the contrastive term compares every pair in
+        the batch, so a loss with it cannot be split."""
+        if self.options["contrastive_weight"] > 0:
+            raise ConfigError("distill.probe_chunk: a captioning loss with a contrastive term compares every "
+                              "pair in the batch and cannot be computed in chunks; set distill.probe_chunk: null")
+        return int((outputs["labels"] != self.pad_id).sum())
 
 
 class ClassificationModel(TaskModel):
@@ -228,6 +241,11 @@ class ClassificationModel(TaskModel):
             raise DataError(f"{self.task} batch: label {int(bad[0])} outside 0..{self.num_classes - 1}")
         ce = F.cross_entropy(logits, labels)
         return {"loss": ce, "ce_loss": ce}
+
+    def loss_count(self, outputs: Mapping, batch: Mapping) -> int:
+        """How many items the task loss averages over: the examples (VQA's BCE is summed over answers and
+        averaged over questions; cross-entropy is averaged over examples)."""
+        return int(outputs["logits"].shape[0])
 
 
 def create_task_model(task: str, coca: nn.Module, num_classes: int | None = None, **options) -> TaskModel:

@@ -33,6 +33,10 @@ def build_objective(task: str, config: dict, teacher, num_classes, kd_weight: fl
                                            model_cfg.get("layer_map"))
     student = create_task_model(task, student_coca, num_classes)
     student.head.load_state_dict(teacher.head.state_dict())  # same widths: start from the teacher's head
+    if section.get("grad_checkpointing", False):
+        # activation checkpointing: each transformer block's activations are recomputed in backward instead
+        # of kept (open_clip's non-reentrant checkpoint; the feature taps ignore the recomputation)
+        student.coca.set_grad_checkpointing(True)
     kd_kind = "sigmoid" if task == "vqa" and section.get("vqa_kd", "sigmoid") == "sigmoid" else "softmax"
     objective = DistillationObjective(
         student, teacher, layer_map, kd_weight, temperature, layer_weight,
@@ -102,7 +106,8 @@ def run(args) -> int:
         measure = policy.uses_rewards or bool(section.get("log_rewards", False))
         probe = None
         if measure and method["reward"] in ("probe", "task"):
-            probe = Probe(objective, to_device(fixed_batch(full_train, probe_idx), runtime.device), runtime)
+            probe = Probe.from_config(objective, to_device(fixed_batch(full_train, probe_idx), runtime.device),
+                                      runtime, section)
 
         def set_active(modules):
             objective.active = tuple(modules)

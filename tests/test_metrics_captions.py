@@ -17,6 +17,9 @@ from optima.eval import caption_scores, coco_caption_scores
 from optima.eval import captions as captions_module
 from optima.eval.captions import CAPTION_METRICS, JavaNotFoundError, SpiceSkippedWarning
 
+# one pytest-xdist worker for the whole module, so that each METEOR fixture evaluation runs once
+pytestmark = pytest.mark.xdist_group("metrics_captions")
+
 FIXTURE = Path("/work/shared/fixtures/coco_caption")
 EXPECTED = json.loads((FIXTURE / "expected_scores.json").read_text())
 

@@ -127,13 +127,20 @@ def smoke_teacher(tmp_path_factory, smoke_data) -> dict:
 # ------------------------------------------------------------------------------ order
 
 def pytest_collection_modifyitems(config, items):
-    """The longest tests first (the `slow` ones; among them those that need no shared teacher first), so
-    that under pytest-xdist the end-to-end runs start at once and overlap the many short tests, instead
-    of starting last and running alone. The order is stable otherwise; no test depends on it."""
+    """The longest tests first, so that under pytest-xdist the end-to-end runs start at once and overlap
+    the many short tests instead of running alone at the end: the modules that hold `slow` tests first
+    (those needing no shared teacher before those that do), and within a module its `slow` tests first.
+    A module's tests stay together (its module fixtures are built once); no test depends on the order."""
 
     def rank(item) -> int:
         if item.get_closest_marker("slow") is None:
             return 2
         return 1 if "smoke_teacher" in getattr(item, "fixturenames", ()) else 0
 
-    items.sort(key=rank)
+    module_rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        module_rank[module] = min(module_rank.get(module, 2), rank(item))
+    first_seen = {module: i for i, module in reversed(list(enumerate(i.nodeid.split("::", 1)[0] for i in items)))}
+    items.sort(key=lambda item: (module_rank[item.nodeid.split("::", 1)[0]], first_seen[item.nodeid.split("::", 1)[0]],
+                                 rank(item)))

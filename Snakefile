@@ -42,7 +42,6 @@ localrules:
     collect,
     tables,
     figures,
-    dvc_lock,
 
 
 rule all:

@@ -118,3 +118,11 @@ def test_bench_step_times_every_method(tmp_path, smoke_config_path):
     assert float(by["finetune"]["teacher_s"]) == 0.0  # the student alone never asks the teacher
     assert float(by["optima"]["probe_s"]) > 0 and float(by["uniform"]["probe_s"]) == 0.0
     assert "cached" in proc.stdout and "| optima |" in proc.stdout
+
+
+def test_evaluate_takes_several_runs_of_one_task_but_one_out_file_only(tmp_path, smoke_config_path):
+    proc = subprocess.run([sys.executable, "-m", "optima", "evaluate", "--config", str(smoke_config_path),
+                           "--data", str(tmp_path), "--run", str(tmp_path / "a"), "--run", str(tmp_path / "b"),
+                           "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--out names one file" in proc.stderr
+    assert not (tmp_path / "m.json").exists()

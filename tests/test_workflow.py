@@ -64,21 +64,26 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def expected_job_counts(config: dict) -> dict[str, int]:
-    """What runs.md asks for, from the config alone."""
+    """What runs.md asks for, from the config alone (the test copies have no .dvc/: no dvc_lock job)."""
     tasks = config["tasks"]
     students = len(tasks) * len(config["distill"]["run"]) * len(config["distill"]["seeds"])
-    return {
+    counts = {
         "prepare": len(set(tasks) | {"captions"}),  # pre-training reads the captions data
         "pretrain": 1,
         "finetune": len(tasks),
         "distill": students,
-        "evaluate_teacher": len(tasks),
-        "evaluate_student": students,
         "collect": 1,
         "tables": 1,
         "figures": 1,
         "all": 1,
     }
+    if (config["distill"].get("teacher_cache") or {}).get("mode", "never") != "never":
+        counts["teacher_targets"] = len(tasks)  # the teacher's outputs, once per task
+    if config["eval"].get("group_by", "task") == "run":
+        counts.update(evaluate_teacher=len(tasks), evaluate_student=students)
+    else:
+        counts["evaluate_task"] = len(tasks)  # a task's teacher and every student of it in one job
+    return counts
 
 
 def load(path: Path) -> dict:
@@ -114,10 +119,14 @@ def test_dry_run_commands_follow_the_verb_contract(workdir):
         " --threads 1",
         "optima finetune vqa --config config/smoke.yaml --data data/smoke/vqa --init results/smoke/teachers/pretrain"
         " --out results/smoke/teachers/vqa --threads 1",
+        "optima teacher-targets vqa --config config/smoke.yaml --data data/smoke/vqa --teacher results/smoke/teachers/vqa"
+        " --out results/smoke/teachers/vqa/targets --threads 1",
         "optima distill vqa --method optima --seed 1 --config config/smoke.yaml --data data/smoke/vqa"
-        " --teacher results/smoke/teachers/vqa --out results/smoke/students/vqa/optima/seed1 --threads 1",
-        "optima evaluate --config config/smoke.yaml --data data/smoke/vqa --run results/smoke/students/vqa/optima/seed1"
-        " --split test --out results/smoke/students/vqa/optima/seed1/metrics_test.json --threads 1",
+        " --teacher results/smoke/teachers/vqa --targets results/smoke/teachers/vqa/targets"
+        " --out results/smoke/students/vqa/optima/seed1 --threads 1",
+        "optima evaluate --config config/smoke.yaml --data data/smoke/vqa --run results/smoke/teachers/vqa"
+        " --run results/smoke/students/vqa/finetune/seed0",
+        "--run results/smoke/students/vqa/optima/seed1 --split test --threads 1",
         "optima collect --config config/smoke.yaml --out-dir results/smoke/eval --threads 1",
         "optima tables --config config/smoke.yaml --runs results/smoke/eval/runs.csv --out-dir results/smoke/tables",
         "optima figures --config config/smoke.yaml --runs results/smoke/eval/runs.csv --logs-root results/smoke"
@@ -213,7 +222,8 @@ def test_paper_and_full_scales_are_what_they_claim():
 
 def test_profiles_name_existing_rules(workdir):
     """The profiles' per-rule threads/resources must follow rule renames; the local one must load."""
-    rules = set(snakemake(workdir, "--list-rules").stdout.split())
+    rules = set(snakemake(workdir, "--list-rules").stdout.split())  # eval.group_by: task ...
+    rules |= set(snakemake(workdir, "--list-rules", "--config", "eval={group_by: run}").stdout.split())  # ... and run
     for profile in ("default", "slurm"):
         settings = load(workdir / f"workflow/profiles/{profile}/config.yaml")
         named = set(settings.get("set-threads", {})) | set(settings.get("set-resources", {}))
@@ -282,7 +292,7 @@ def _touch_all_outputs(work: Path, configfile: str) -> None:
     for line in proc.stdout.splitlines()[1:]:
         path, _, rule = line.split("\t")[:3]
         target = work / path
-        if rule in ("prepare",):  # directory outputs
+        if rule in ("prepare", "teacher_targets"):  # directory outputs
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -300,14 +310,18 @@ def test_a_config_change_reruns_only_the_jobs_that_read_it(tmp_path):
     proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "--config", "distill={optima: {window: 4}}")
     config = load(work / "config/smoke.yaml")
     students = len(config["tasks"]) * len(config["distill"]["seeds"])
-    assert job_counts(proc.stdout) == {"distill": students, "evaluate_student": students, "collect": 1,
+    assert job_counts(proc.stdout) == {"distill": students, "evaluate_task": len(config["tasks"]), "collect": 1,
                                        "tables": 1, "figures": 1, "all": 1}
-    assert re.findall(r"wildcards: task=\w+, method=(\S+?),", proc.stdout) == ["optima"] * (2 * students)
+    assert re.findall(r"wildcards: task=\w+, method=(\S+?),", proc.stdout) == ["optima"] * students  # the trainings
 
     # the evaluation split: every evaluation reruns, no training does
     proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "--config", "eval={split: val}")
     counts = job_counts(proc.stdout)
-    assert not set(counts) & set(TRAIN_RULES) and counts["evaluate_student"] == len(config["tasks"]) * 3 * 2
+    assert not set(counts) & set(TRAIN_RULES) and counts["evaluate_task"] == len(config["tasks"])
+    # one evaluation job per run instead (eval.group_by: run, as at paper scale)
+    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "--config", "eval={group_by: run}")
+    counts = job_counts(proc.stdout)
+    assert counts["evaluate_student"] == len(config["tasks"]) * 3 * 2 and counts["evaluate_teacher"] == len(config["tasks"])
 
 
 FAILING_VERB = """#!/bin/sh

@@ -1,4 +1,6 @@
-"""`optima evaluate`: score a finished run directory on one split and write metrics_<split>.json."""
+"""`optima evaluate`: score finished run directories of one task on one split and write each run's
+metrics_<split>.json. Several ``--run`` share one process and one loaded split (the workflow scores a
+task's teacher and students in one job: a job's start-up costs more than a tiny model's evaluation)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (dotted key, YAML value); repeatable")
     parser.add_argument("--data", required=True, help="prepared data directory of the run's task")
-    parser.add_argument("--run", required=True, help="run directory (a fine-tuned teacher or a student)")
+    parser.add_argument("--run", required=True, action="append", dest="runs",
+                        help="run directory (a fine-tuned teacher or a student); repeatable, all of one task")
     parser.add_argument("--split", default=None, help="train | val | test (default: eval.split of the config)")
-    parser.add_argument("--out", default=None, help="output file (default: RUN/metrics_<split>.json)")
+    parser.add_argument("--out", default=None, help="output file, with a single --run (default: RUN/metrics_<split>.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
@@ -22,25 +25,34 @@ def run(args) -> int:
     from optima.data.tokenizers import load_tokenizer
     from optima.distill.commands.common import metrics_record, read_run_info
     from optima.distill.runtime import init_runtime
-    from optima.errors import CheckpointError
+    from optima.errors import CheckpointError, ConfigError
     from optima.eval.evaluate import evaluate
     from optima.io import atomic_write_json
     from optima.models.heads import load_task_model
 
     config = load_config(args.config, args.overrides)
+    if args.out and len(args.runs) > 1:
+        raise ConfigError("--out names one file: give it with a single --run (several runs write RUN/metrics_<split>.json)")
     runtime = init_runtime(config["runtime"].get("device", "auto"), config["runtime"].get("precision", "auto"),
                            args.threads)
-    info = read_run_info(args.run)
-    if info.get("role") not in ("teacher", "student"):
-        raise CheckpointError(f"{args.run}: a {info.get('role')} run has no task to evaluate")
+    infos = []
+    for run_dir in args.runs:  # check every run before scoring any: a bad one fails the job at once
+        info = read_run_info(run_dir)
+        if info.get("role") not in ("teacher", "student"):
+            raise CheckpointError(f"{run_dir}: a {info.get('role')} run has no task to evaluate")
+        if infos and info.get("task") != infos[0].get("task"):
+            raise CheckpointError(f"{run_dir}: task {info.get('task')!r}, but {args.runs[0]} is {infos[0].get('task')!r}: "
+                                  "one evaluate call scores runs of one task")
+        infos.append(info)
     split = args.split or config["eval"]["split"]
     tokenizer = load_tokenizer(args.data)
-    dataset = build_dataset(info["task"], args.data, split, tokenizer, config["data"]["image_size"], train=False,
+    dataset = build_dataset(infos[0]["task"], args.data, split, tokenizer, config["data"]["image_size"], train=False,
                             cache_images=config["data"].get("cache_images", True))
-    task_model = load_task_model(args.run).to(runtime.device)
-    scores = evaluate(task_model, dataset, tokenizer, config["eval"], runtime.device, runtime.autocast)
-    out = Path(args.out) if args.out else Path(args.run) / f"metrics_{split}.json"
-    atomic_write_json(out, metrics_record(info, split, scores))
-    print(f"{info['task']} {info['method']} seed {info['seed']} ({split}): "
-          + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+    for run_dir, info in zip(args.runs, infos):
+        task_model = load_task_model(run_dir).to(runtime.device)
+        scores = evaluate(task_model, dataset, tokenizer, config["eval"], runtime.device, runtime.autocast)
+        out = Path(args.out) if args.out else Path(run_dir) / f"metrics_{split}.json"
+        atomic_write_json(out, metrics_record(info, split, scores))
+        print(f"{info['task']} {info['method']} seed {info['seed']} ({split}): "
+              + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()), flush=True)
     return 0

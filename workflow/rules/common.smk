@@ -132,6 +132,9 @@ config.clear()
 config.update(_loaded)
 validate(config, "../schemas/config.schema.yaml")
 
+# evaluation jobs: one per task (default; a tiny model scores faster than a job starts) or one per run
+EVAL_GROUP = config["eval"].get("group_by", "task")
+
 # dvc.yaml is generated for params.yaml as it is: only that run is recorded in dvc.lock (rule dvc_lock)
 DVC_TRACKED = CONFIG_FILE == "params.yaml" and not CONFIG_OVERRIDES and os.path.isdir(".dvc")
 
@@ -203,6 +206,19 @@ def run_outputs(run_dir, metrics=True):
 def run_dir_of(wildcards, output):
     """A training verb's --out: the run directory holding the declared outputs."""
     return os.path.dirname(output.model)
+
+
+def task_run_dirs(task="{task}"):
+    """A task's teacher, then its students (every method x seed the pipeline runs)."""
+    return [teacher_dir(task)] + [student_dir(task, method, seed) for method in METHODS for seed in SEEDS]
+
+
+def task_models():
+    return [f"{run}/model.safetensors" for run in task_run_dirs()]
+
+
+def task_metrics_outputs():
+    return [f"{run}/metrics_{{split}}.json" for run in task_run_dirs()]
 
 
 def evaluated_runs():
@@ -336,7 +352,7 @@ def config_keys(rule_name, wildcards):
         return _model_keys() + _present("distill", ("teacher_cache", "vision_pooler", "vqa_kd"))
     if rule_name == "distill":
         return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
-    if rule_name in ("evaluate_teacher", "evaluate_student"):
+    if rule_name in ("evaluate_teacher", "evaluate_student", "evaluate_task"):
         return ["data", "eval"] + _present("runtime", ("device", "precision"))
     if rule_name in ("tables", "figures"):  # method order and policies, and the split they report
         return ["tasks", "distill.methods", "distill.run", "distill.seeds", "eval.split"]

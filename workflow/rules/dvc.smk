@@ -1,3 +1,7 @@
+localrules:
+    dvc_lock,
+
+
 rule dvc_lock:
     """Record every output of the default pipeline in dvc.lock (`dvc commit`), so that `dvc repro` after
     `snakemake --cores all` finds the pipeline up to date: one state for both front doors. Only for the

@@ -44,6 +44,7 @@ CODE_DEPS = {
     "distill": ["optima/data", "optima/models", "optima/distill", "optima/bandits", "optima/eval"],
     "evaluate_teacher": ["optima/data", "optima/models", "optima/eval"],
     "evaluate_student": ["optima/data", "optima/models", "optima/eval"],
+    "evaluate_task": ["optima/data", "optima/models", "optima/eval"],
     "collect": ["optima/paper"],
     "tables": ["optima/paper"],
     "figures": ["optima/paper"],

@@ -12,7 +12,7 @@ from optima.data.datasets import build_dataset
 from optima.data.prepare import prepare
 from optima.errors import ConfigError, DataError
 
-TINY = ["data.synthetic.images={train: 4, val: 2, test: 2}"]
+TINY = ["data.synthetic.images={train: 8, val: 2, test: 2}", "distill.probe_size=1"]  # the probe needs 8
 
 
 @pytest.fixture(scope="module")

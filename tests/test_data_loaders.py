@@ -19,7 +19,8 @@ from optima.data.images import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, ImageLoa
 from optima.data.prepare import prepare
 from optima.data.tokenizers import WordTokenizer, load_tokenizer
 
-TINY = ["data.synthetic.images={train: 8, val: 4, test: 4}", "data.synthetic.questions_per_image=3"]
+TINY = ["data.synthetic.images={train: 8, val: 4, test: 4}", "data.synthetic.questions_per_image=3",
+        "distill.probe_size=1"]  # a config's probe must fit in its training images
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from optima.data.datasets import build_dataset
 from optima.data.prepare import prepare, prepared_config
 from optima.errors import ConfigError, DataError
 
-TINY = ["--set", "data.synthetic.images={train: 6, val: 2, test: 2}"]
+# 8 training images: the smallest set that still lets the config's one-example probe hold out its images
+TINY = ["--set", "data.synthetic.images={train: 8, val: 2, test: 2}", "--set", "distill.probe_size=1"]
 
 
 def _cli(*argv) -> int:
@@ -38,13 +39,13 @@ def test_cli_writes_the_layout_and_a_manifest(task, tmp_path, smoke_config_path,
         for name in formats.annotation_files(task, split).values():
             assert name in files
     assert "tokenizer.json" in files and ("answers.json" in files) == (task == "vqa")
-    config = load_config(smoke_config_path, TINY[1:])
+    config = load_config(smoke_config_path, TINY[1::2])
     assert manifest["config_hash"] == config_hash(prepared_config(task, config))
-    expected_images = {"train": 6, "val": 2, "test": 2}
+    expected_images = {"train": 8, "val": 2, "test": 2}
     assert {s: c["images"] for s, c in manifest["splits"].items()} == expected_images
     for split, counts in manifest["splits"].items():
         assert len(build_dataset(task, out, split, None, 32)) == counts["examples"]
-    assert sum(f.startswith("images/") for f in files) == 10
+    assert sum(f.startswith("images/") for f in files) == 12
     assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask()), "the output directory gets normal permissions"
 
 
@@ -71,9 +72,9 @@ def test_default_output_dir_is_paths_data_task(tmp_path, smoke_config_path):
 
 
 def test_another_data_config_changes_the_hash(tmp_path, smoke_config_path):
-    a = prepare("captions", load_config(smoke_config_path, [TINY[1]]), tmp_path / "a")
-    b = prepare("captions", load_config(smoke_config_path, [TINY[1], "data.synthetic.seed=7"]), tmp_path / "b")
-    c = prepare("captions", load_config(smoke_config_path, [TINY[1], "distill.steps=3"]), tmp_path / "c")
+    a = prepare("captions", load_config(smoke_config_path, TINY[1::2]), tmp_path / "a")
+    b = prepare("captions", load_config(smoke_config_path, [*TINY[1::2], "data.synthetic.seed=7"]), tmp_path / "b")
+    c = prepare("captions", load_config(smoke_config_path, [*TINY[1::2], "distill.steps=30"]), tmp_path / "c")
     assert a["config_hash"] != b["config_hash"] and a["config_hash"] == c["config_hash"]
 
 
@@ -92,7 +93,7 @@ def test_bad_config_fails_with_exit_2(tmp_path, smoke_config_path, capsys):
 def test_a_failure_midway_leaves_no_output_that_looks_complete(tmp_path, smoke_config_path, monkeypatch):
     from optima.data import synthetic
 
-    config = load_config(smoke_config_path, [TINY[1]])
+    config = load_config(smoke_config_path, TINY[1::2])
     real = synthetic.write_nlvr2
 
     def crash_on_test(cfg, split, out):
@@ -134,9 +135,9 @@ def _fake_downloads(tmp_path: Path, config: dict, task: str) -> dict:
 
 @pytest.mark.parametrize("task", formats.TASKS)
 def test_official_source_assembles_the_same_layout(task, tmp_path, smoke_config_path):
-    config = load_config(smoke_config_path, [TINY[1]])
+    config = load_config(smoke_config_path, TINY[1::2])
     spec = _fake_downloads(tmp_path, config, task)
-    official = load_config(smoke_config_path, [TINY[1], "data.source=official", f"data.official.{task}={json.dumps(spec)}"])
+    official = load_config(smoke_config_path, [*TINY[1::2], "data.source=official", f"data.official.{task}={json.dumps(spec)}"])
     manifest = prepare(task, official, tmp_path / "official" / task)
     synthetic_manifest = json.loads((tmp_path / "synthetic" / task / "prepared.json").read_text())
     assert manifest["source"] == "official"
@@ -152,17 +153,17 @@ def test_official_source_assembles_the_same_layout(task, tmp_path, smoke_config_
 
 
 def test_official_source_errors(tmp_path, smoke_config_path):
-    config = load_config(smoke_config_path, [TINY[1], "data.source=official"])
+    config = load_config(smoke_config_path, [*TINY[1::2], "data.source=official"])
     with pytest.raises(ConfigError, match=r"data.official.snli_ve.images: the directory of the official images is not set"):
         prepare("snli_ve", config, tmp_path / "x")
-    spec = _fake_downloads(tmp_path, load_config(smoke_config_path, [TINY[1]]), "snli_ve")
+    spec = _fake_downloads(tmp_path, load_config(smoke_config_path, TINY[1::2]), "snli_ve")
     missing = next((Path(spec["images"]) / "nested").iterdir())
     missing.unlink()
-    config = load_config(smoke_config_path, [TINY[1], "data.source=official", f"data.official.snli_ve={json.dumps(spec)}"])
+    config = load_config(smoke_config_path, [*TINY[1::2], "data.source=official", f"data.official.snli_ve={json.dumps(spec)}"])
     with pytest.raises(DataError, match=rf"image '{missing.stem}.jpg' not found"):
         prepare("snli_ve", config, tmp_path / "x")
     spec["annotations"]["val"] = str(tmp_path / "nope.jsonl")
-    config = load_config(smoke_config_path, [TINY[1], "data.source=official", f"data.official.snli_ve={json.dumps(spec)}"])
+    config = load_config(smoke_config_path, [*TINY[1::2], "data.source=official", f"data.official.snli_ve={json.dumps(spec)}"])
     with pytest.raises(ConfigError, match=r"data.official.snli_ve.annotations.val: .*nope.jsonl: file not found"):
         prepare("snli_ve", config, tmp_path / "x")
     assert not (tmp_path / "x").exists()

@@ -126,3 +126,30 @@ def test_evaluate_takes_several_runs_of_one_task_but_one_out_file_only(tmp_path,
                            "--out", str(tmp_path / "m.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "--out names one file" in proc.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_only_the_examples_the_students_see_are_cached_and_others_fall_back(vqa, tmp_path):
+    from optima.distill.probe import split_probe
+    from optima.distill.targets import used_examples
+
+    objective, train = build("vqa", vqa)
+    dataset = IndexedDataset(train)
+    probe, train_idx = split_probe(dataset, 2, seed=0)
+    section = {"seeds": [0], "steps": 2, "batch_size": 8}
+    examples = used_examples(dataset, section, train_idx, probe)
+    assert set(probe) <= set(examples) and len(examples) <= 2 * 8 + 2 < len(dataset)
+    write_checkpoint(tmp_path, objective.teacher.state_dict(), {"model_cfg": {}})
+    weights = tmp_path / "model.safetensors"
+    meta = build_and_write(objective, dataset, OPTIONS, weights, tmp_path / "t", log=lambda m: None, examples=examples)
+    assert meta["cached_examples"] == examples
+    targets = TeacherTargets.load(tmp_path / "t", expected_meta(objective, dataset, weights), CPU.device)
+    seen = fixed_batch(dataset, examples[:3])
+    unseen = fixed_batch(dataset, [i for i in range(len(dataset)) if i not in examples][:3])
+    live = {name: objective.teacher_outputs(b, MODULES, need_logits=True) for name, b in (("seen", seen), ("unseen", unseen))}
+    objective.targets = targets
+    for name, b in (("seen", seen), ("unseen", unseen)):
+        out = objective.teacher_outputs(b, MODULES, need_logits=True)
+        assert torch.allclose(out["logits"], live[name]["logits"], atol=1e-5)
+        for key in live[name]["features"]:
+            assert torch.allclose(out["features"][key], live[name]["features"][key], atol=1e-5)
+    assert targets.misses == 1  # the unseen batch was computed on the fly

@@ -85,7 +85,9 @@ class DistillationObjective(nn.Module):
         teacher = self.teacher
         layers = self._teacher_layers(modules) if self.layer_weight > 0 else {}
         if self.targets is not None and "index" in batch:
-            return self.targets.lookup(batch["index"], layers, need_logits, self._pooler(layers))
+            if self.targets.covers(batch["index"]):
+                return self.targets.lookup(batch["index"], layers, need_logits, self._pooler(layers))
+            self.targets.misses += 1  # an example the cache was not built for: compute it as below
         with FeatureTaps(teacher, layers, pooler=self._pooler(layers)) as taps:
             if need_logits or "multimodal" in layers:
                 logits = teacher(batch)["logits"]

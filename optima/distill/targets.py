@@ -103,9 +103,24 @@ def estimate_bytes(objective, dataset, dtype: torch.dtype) -> tuple[int, dict[st
     return per_example * len(dataset) * torch.finfo(dtype).bits // 8, shapes
 
 
+def used_examples(dataset, section: dict, train_idx: list[int], probe_idx: list[int]) -> list[int]:
+    """The examples the students of ``distill.seeds`` will see in ``distill.steps`` steps (batches are a pure
+    function of seed and step, ``optima.distill.sampling``), and the probe: the only ones worth caching."""
+    from optima.distill.sampling import StepBatchSampler
+
+    used = set(probe_idx)
+    for seed in section.get("seeds", [0]):
+        sampler = StepBatchSampler(len(train_idx), section["batch_size"], seed, 0, section["steps"])
+        for step in range(section["steps"]):
+            used.update(train_idx[i] for i in sampler.batch(step))
+    return sorted(used)
+
+
 @torch.no_grad()
-def compute_targets(objective, dataset, dtype: torch.dtype, batch_size: int, progress: bool = True):
-    """Every example's teacher targets, in dataset order: ``{key: (N * rows, ...)}`` in ``dtype`` (CPU)."""
+def compute_targets(objective, dataset, dtype: torch.dtype, batch_size: int, progress: bool = True,
+                    indices: list[int] | None = None):
+    """The teacher targets of ``indices`` (default: every example), in that order:
+    ``{key: (len(indices) * rows, ...)}`` in ``dtype`` (CPU)."""
     from tqdm import tqdm
 
     from optima.distill.sampling import fixed_batch, to_device
@@ -113,16 +128,18 @@ def compute_targets(objective, dataset, dtype: torch.dtype, batch_size: int, pro
     device = next(objective.teacher.parameters()).device
     tensors: dict[str, torch.Tensor] = {}
     rows: dict[str, int] = {}
-    n = len(dataset)
+    order = list(range(len(dataset))) if indices is None else list(indices)
+    n = len(order)
     for start in tqdm(range(0, n, batch_size), desc="teacher targets", disable=not progress, mininterval=2.0):
-        indices = list(range(start, min(n, start + batch_size)))
-        batch = to_device(fixed_batch(dataset, indices), device)
+        chunk = order[start:start + batch_size]
+        indices_here = list(range(start, start + len(chunk)))
+        batch = to_device(fixed_batch(dataset, chunk), device)
         out = _flatten(objective.teacher_outputs(batch, tuple(MODULES), need_logits=True))
         for key, value in out.items():
             if key not in tensors:
-                rows[key] = value.shape[0] // len(indices)
+                rows[key] = value.shape[0] // len(chunk)
                 tensors[key] = torch.empty((n * rows[key], *value.shape[1:]), dtype=dtype)
-            tensors[key][start * rows[key]:(start + len(indices)) * rows[key]] = value.to("cpu", dtype)
+            tensors[key][indices_here[0] * rows[key]:(indices_here[-1] + 1) * rows[key]] = value.to("cpu", dtype)
     return tensors, rows
 
 
@@ -145,9 +162,20 @@ def write_targets(out_dir: str | Path, tensors: dict[str, torch.Tensor] | None, 
 class TeacherTargets:
     """A loaded cache: ``lookup(indices, modules, need_logits)`` returns what ``teacher_outputs`` would."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], rows: dict[str, int], device: torch.device):
+    def __init__(self, tensors: dict[str, torch.Tensor], rows: dict[str, int], device: torch.device,
+                 examples: list[int] | None = None, n_examples: int | None = None):
+        """``examples``: the dataset indices the tensors hold, in order (default: all, 0..N-1)."""
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.rows = rows
+        self.slot = None  # dataset index -> position in the tensors (-1: not cached)
+        if examples is not None:
+            self.slot = torch.full((int(n_examples),), -1, dtype=torch.long, device=device)
+            self.slot[torch.tensor(examples, dtype=torch.long, device=device)] = torch.arange(
+                len(examples), device=device)
+        self.misses = 0  # batches with an example outside the cache (computed on the fly instead)
+
+    def covers(self, indices: torch.Tensor) -> bool:
+        return self.slot is None or bool((self.slot[indices.to(self.slot.device).long()] >= 0).all())
 
     @classmethod
     def load(cls, directory: str | Path, expected: dict, device: torch.device) -> "TeacherTargets | None":
@@ -179,7 +207,7 @@ class TeacherTargets:
         missing = set(meta["rows"]) - set(tensors)
         if missing:
             raise CheckpointError(f"{path}: lacks {', '.join(sorted(missing))}")
-        return cls(tensors, meta["rows"], device)
+        return cls(tensors, meta["rows"], device, meta.get("cached_examples"), meta["examples"])
 
     def lookup(self, indices: torch.Tensor, layers: dict[str, list[int]], need_logits: bool,
                pooler: bool) -> dict:
@@ -192,6 +220,8 @@ class TeacherTargets:
         if need_logits:
             keys.append(LOGITS)
         out = {}
+        if self.slot is not None:
+            indices = self.slot[indices.to(self.slot.device).long()]
         for key in keys:
             rows = self.rows[key]
             index = indices.to(self.tensors[key].device).long()
@@ -202,16 +232,19 @@ class TeacherTargets:
 
 
 def build_and_write(objective, dataset, options: dict, teacher_weights: str | Path, out_dir: str | Path,
-                    log=print) -> dict:
-    """The `optima teacher-targets` job: estimate, decide (mode, max_gb), compute, write. Returns the meta."""
+                    log=print, examples: list[int] | None = None) -> dict:
+    """The `optima teacher-targets` job: estimate, decide (mode, max_gb), compute, write. Returns the meta.
+    ``examples``: cache only these dataset indices (the ones the students will see)."""
     mode, dtype_name, max_gb = options["mode"], options["dtype"], float(options["max_gb"])
     if dtype_name not in DTYPES:
         raise ConfigError(f"distill.teacher_cache.dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
     dtype = DTYPES[dtype_name]
     meta = expected_meta(objective, dataset, teacher_weights)
     size, shapes = estimate_bytes(objective, dataset, dtype)
+    count = len(dataset) if examples is None else len(examples)
+    size = size * count // max(len(dataset), 1)
     gb = size / 1e9
-    log(f"teacher targets: {len(dataset)} examples x {len(shapes)} targets in {dtype_name}: {gb:.3f} GB "
+    log(f"teacher targets: {count} of {len(dataset)} examples x {len(shapes)} targets in {dtype_name}: {gb:.3f} GB "
         f"(distill.teacher_cache.max_gb = {max_gb:g})")
     meta.update(dtype=dtype_name, estimated_gb=round(gb, 6), shapes=shapes)
     if mode == "never":
@@ -225,8 +258,8 @@ def build_and_write(objective, dataset, options: dict, teacher_weights: str | Pa
         write_targets(out_dir, None, {**meta, "cached": False, "reason": f"{gb:.2f} GB > max_gb {max_gb:g}"})
         return meta
     started = time.perf_counter()
-    tensors, rows = compute_targets(objective, dataset, dtype, int(options["batch_size"]))
-    meta.update(cached=True, rows=rows, seconds=round(time.perf_counter() - started, 3))
+    tensors, rows = compute_targets(objective, dataset, dtype, int(options["batch_size"]), indices=examples)
+    meta.update(cached=True, rows=rows, seconds=round(time.perf_counter() - started, 3), cached_examples=examples)
     write_targets(out_dir, tensors, meta)
     log(f"teacher targets: wrote {Path(out_dir) / TARGETS_FILE} in {meta['seconds']:.1f} s")
     return meta

@@ -349,7 +349,8 @@ def config_keys(rule_name, wildcards):
     if rule_name == "finetune":
         return _model_keys() + ["finetune"] + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name == "teacher_targets":  # what the targets are: layer map, pooler, cache settings, data
-        return _model_keys() + _present("distill", ("teacher_cache", "vision_pooler", "vqa_kd"))
+        return _model_keys() + _present("distill", ("teacher_cache", "vision_pooler", "vqa_kd", "steps", "batch_size",
+                                                     "seeds", "probe_size", "probe_seed"))  # which examples
     if rule_name == "distill":
         return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name in ("evaluate_teacher", "evaluate_student", "evaluate_task"):

@@ -145,6 +145,8 @@ def _stage(record: dict, configfile: str, keys: list[str], root: Path, check_cmd
         stage["params"] = [{MANIFEST: [f"resources.{rule[len('fetch_'):]}"]}]
     summary = record["named_output"].get("summary")
     outs = [o for o in record["output"] if o != summary]
+    if rule == "teacher_targets":  # derived from the teacher in seconds: tracked by hash, not copied into the cache
+        outs = [{o: {"cache": False}} for o in outs]
     stage["outs"] = outs
     if summary:
         stage["metrics"] = [summary]

@@ -124,6 +124,9 @@ def run(args) -> int:
     log = fit(objective, train_set, TrainSpec.from_config(section), runtime, args.out, args.seed, fingerprint,
               callbacks=callbacks, num_workers=config["runtime"].get("num_workers", 0),
               desc=f"distill {task} {args.method} seed{args.seed}", evaluator=validate)
+    if objective.targets is not None and runtime.is_main:
+        print(f"teacher targets: {objective.targets.misses} batch(es) outside the cache, computed on the fly",
+              flush=True)
     run_info = {"task": task, "method": args.method, "seed": args.seed, "role": "student",
                 "policy": method["policy"], "layer_map": layer_map}
     metrics = metrics_record(run_info, "val", validate()) if validate else None

@@ -22,7 +22,8 @@ def run(args) -> int:
     from optima.distill.commands.common import read_run_info, setup
     from optima.distill.commands.distill import build_objective, training_set
     from optima.distill.runtime import shutdown
-    from optima.distill.targets import build_and_write, cache_options
+    from optima.distill.probe import split_probe
+    from optima.distill.targets import build_and_write, cache_options, used_examples
     from optima.models.checkpoint import WEIGHTS_FILE
     from optima.models.heads import load_task_model
 
@@ -35,9 +36,13 @@ def run(args) -> int:
     objective, _, _ = build_objective(task, config, teacher, getattr(dataset, "num_classes", None),
                                       kd_weight=1.0, temperature=1.0, layer_weight=1.0)
     objective.to(runtime.device).eval()
+    section = config["distill"]
+    # the examples the students of distill.seeds will see in distill.steps steps, and the probe
+    probe_idx, train_idx = split_probe(dataset, section.get("probe_size", 64), section.get("probe_seed", 0))
+    examples = used_examples(dataset, section, train_idx, probe_idx)
     if runtime.is_main:
         with torch.no_grad(), runtime.autocast():
-            build_and_write(objective, dataset, cache_options(config["distill"]),
-                            Path(args.teacher) / WEIGHTS_FILE, args.out, log=lambda m: print(m, flush=True))
+            build_and_write(objective, dataset, cache_options(section), Path(args.teacher) / WEIGHTS_FILE, args.out,
+                            log=lambda m: print(m, flush=True), examples=examples)
     shutdown(runtime)
     return 0

@@ -42,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from optima.data.formats import parse_jsonl
 from optima.errors import ConfigError, DataError
 
 MANIFEST_ENV = "OPTIMA_FETCH_MANIFEST"
@@ -504,13 +505,7 @@ def build_snli_ve(spec: dict, archives: dict, outputs: dict[str, str]) -> None:
         source = spec["source"][split]
         with Archive(archives[source["from"]]) as archive:
             lines = archive.read(source["member"]).decode("utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{source['member']}:{number}: not valid JSON ({exc.msg})") from None
+        for _, record in parse_jsonl(lines, source["member"]):
             pair = str(record.get("pairID", ""))
             if record.get("gold_label") == "-" or "vg_" in pair or ".jpg" not in pair:
                 continue

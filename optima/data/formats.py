@@ -102,6 +102,11 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    return parse_jsonl(lines, str(path))
+
+
+def parse_jsonl(lines: Iterable[str], where: str) -> list[tuple[int, dict]]:
+    """(line number, record) for every non-blank line of JSON lines; errors name ``where`` and the line."""
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -109,9 +114,9 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"{where}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            raise DataError(f"{where}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append((number, record))
     return records
 

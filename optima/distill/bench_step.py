@@ -329,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     samples = {name: [] for name in names}
     for repeat in range(args.warmup + args.repeats):
         for name, runner in runners.items():
-            block = [runner.batch() for _ in range(1)]  # one fixed batch per block: data loading is not timed
+            block = [runner.batch()]  # one fixed batch per block: data loading is not timed
             per_step = runner.run_block(steps, block)
             if repeat >= args.warmup:
                 samples[name].append(per_step)

@@ -81,6 +81,39 @@ def test_same_seed_gives_identical_logs_and_metrics(world, tmp_path):
     assert (tmp_path / "a/metrics.json").read_text() == (tmp_path / "b/metrics.json").read_text()
 
 
+def test_students_trained_in_one_process_match_their_own_processes(world, tmp_path):
+    """distill.group_by: task trains a task's students in turn in one process; each must come out exactly
+    as from its own process (the models' weights, the logs, the metrics), whatever ran before it."""
+    from safetensors.torch import load_file
+
+    runs = [("optima", 0), ("layerwise", 1)]
+    for method, seed in runs:
+        distill(world, tmp_path / "alone" / method / f"seed{seed}", method, seed)
+    optima("distill", "vqa", "--method", "optima", "--method", "layerwise", "--seed", 0, "--seed", 1,
+           "--config", world["config"], "--data", world["root"] / "data/vqa", "--teacher", world["root"] / "teacher_vqa",
+           "--out-root", tmp_path / "grouped", "--threads", 1)
+    grouped = sorted(p.relative_to(tmp_path / "grouped") for p in (tmp_path / "grouped").glob("*/seed*"))
+    assert [str(p) for p in grouped] == ["layerwise/seed0", "layerwise/seed1", "optima/seed0", "optima/seed1"]
+    for method, seed in runs:
+        alone, together = tmp_path / "alone" / method / f"seed{seed}", tmp_path / "grouped" / method / f"seed{seed}"
+        assert read_log(alone / "train_log.csv") == read_log(together / "train_log.csv")
+        assert (alone / "metrics.json").read_text() == (together / "metrics.json").read_text()
+        a, b = load_file(alone / "model.safetensors"), load_file(together / "model.safetensors")
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_distill_output_flags_are_checked(world, tmp_path):
+    base = ("distill", "vqa", "--config", world["config"], "--data", world["root"] / "data/vqa",
+            "--teacher", world["root"] / "teacher_vqa")
+    proc = optima(*base, "--method", "optima", "--method", "uniform", "--seed", 0, "--out", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "--out trains one student" in proc.stderr
+    proc = optima(*base, "--method", "optima", "--seed", 0, "--out", tmp_path / "x", "--out-root", tmp_path, check=False)
+    assert proc.returncode == 2 and "exactly one of --out" in proc.stderr
+    proc = optima(*base, "--method", "optima", "--method", "optima", "--seed", 0, "--out-root", tmp_path, check=False)
+    assert proc.returncode == 2 and "--method given twice" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_sigkill_after_first_checkpoint_then_resume_matches(world, tmp_path):
     longer = ("--set", "distill.steps=30", "--set", "distill.checkpoint_every=4")
     distill(world, tmp_path / "whole", "optima", 0, *longer)

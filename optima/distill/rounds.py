@@ -25,6 +25,17 @@ def relative_decrement(before: float, after: float) -> float:
     return (before - after) / max(abs(before), 1e-12)
 
 
+# the logged columns each reward is the relative decrement of: (before, after)
+REWARD_COLUMNS = {"probe": ("probe_before", "probe_loss"), "task": ("probe_task_before", "probe_task_loss"),
+                  "train": ("train_first", "train_last")}
+
+
+def round_reward(kind: str, row: dict) -> float:
+    """The reward of kind ``kind`` from a logged round (train_log.csv row)."""
+    before, after = REWARD_COLUMNS[kind]
+    return relative_decrement(float(row[before]), float(row[after]))
+
+
 class RoundController:
     def __init__(self, policy, arms: Sequence[tuple[str, ...]], round_steps: int, reward: str,
                  probe_loss: Callable[[], dict[str, float]] | None, set_active: Callable[[tuple[str, ...]], None],
@@ -41,10 +52,11 @@ class RoundController:
         self.runtime = runtime
         self.round = 0
         self.arm: int | None = None
-        self.before: float | None = None  # probe (or first training-batch) loss at the round's start
+        self.before: dict[str, float] | None = None  # probe losses at the round's start
         self.first_train_loss: float | None = None
-        self.uses_probe = measure and reward in ("probe", "task")
-        if self.uses_probe and probe_loss is None:
+        # with a probe at hand every round logs all three rewards' inputs (the reward studies compare them)
+        self.uses_probe = measure and (reward in ("probe", "task") or probe_loss is not None)
+        if measure and reward in ("probe", "task") and probe_loss is None:
             raise ValueError(f"reward {reward!r} needs a probe")
         self.overhead_s = 0.0  # seconds spent measuring the probe (not training)
 
@@ -54,13 +66,13 @@ class RoundController:
             return "all"
         return "+".join(self.arms[arm])
 
-    def _measure(self) -> float:
+    def _measure(self) -> dict[str, float]:
+        """The probe's full objective (``loss``) and task loss (``task_loss``), averaged over ranks."""
         started = time.perf_counter()
         values = self.probe_loss()
-        key = "task_loss" if self.reward_kind == "task" else "loss"
-        value = self.runtime.all_reduce_mean(values[key])
+        measured = {key: self.runtime.all_reduce_mean(values[key]) for key in ("loss", "task_loss")}
         self.overhead_s += time.perf_counter() - started
-        return value
+        return measured
 
     # -- loop callbacks ----------------------------------------------------------------------------
     def before_step(self, step: int) -> None:
@@ -82,16 +94,16 @@ class RoundController:
             return {}
         row = {"arm": self._arm_label(self.arm), "round": self.round}
         if self.measure:
-            if self.reward_kind == "train":
-                before, after = self.first_train_loss, losses["loss"]
-            else:
-                before, after = self.before, self._measure()
-                row.update(probe_before=before, probe_loss=after)
-            reward = relative_decrement(before, after)
+            row.update(train_first=self.first_train_loss, train_last=losses["loss"])
+            if self.uses_probe:
+                after = self._measure()
+                row.update(probe_before=self.before["loss"], probe_loss=after["loss"],
+                           probe_task_before=self.before["task_loss"], probe_task_loss=after["task_loss"])
+                self.before = after
+            reward = round_reward(self.reward_kind, row)
             row["reward"] = reward
             if self.runtime.is_main and not self.policy.plays_all:
                 self.policy.update(self.arm, reward)
-            self.before = after if self.uses_probe else None
         elif self.runtime.is_main and not self.policy.plays_all:
             self.policy.update(self.arm, 0.0)  # a policy that ignores rewards still counts its rounds
         self.round += 1

@@ -13,7 +13,8 @@ COLUMNS = [
     "step", "lr", "loss", "task_loss", "kd_loss", "layer_loss",
     "layer_loss_vision", "layer_loss_text", "layer_loss_multimodal",
     "contrastive_loss", "caption_loss",
-    "arm", "round", "reward", "probe_before", "probe_loss", "grad_norm", "examples_per_s", "elapsed_s", "probe_s",
+    "arm", "round", "reward", "probe_before", "probe_loss", "probe_task_before", "probe_task_loss",
+    "train_first", "train_last", "grad_norm", "examples_per_s", "elapsed_s", "probe_s",
 ]
 # columns that depend on the machine's speed, not on the computation (left out of identity checks);
 # examples_per_s excludes the probe's time, probe_s is the probe's cumulative time

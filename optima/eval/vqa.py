@@ -18,6 +18,7 @@ error here too (as is a prediction for a question that is not in the annotations
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -97,6 +98,7 @@ def _process_digit_article(text: str) -> str:
     return " ".join(_CONTRACTIONS.get(w, w) for w in words)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pure; answers repeat (VQA: ten per question, few distinct)
 def normalize_answer(answer: str) -> str:
     """The official evaluator's full answer normalisation (whitespace, punctuation, number words,
     articles, contractions), e.g. ``"Two dogs."`` -> ``"2 dogs"``.

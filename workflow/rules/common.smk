@@ -132,6 +132,8 @@ config.clear()
 config.update(_loaded)
 validate(config, "../schemas/config.schema.yaml")
 
+# distillation jobs: one per task (default on a CPU: its students in turn) or one per student
+DISTILL_GROUP = config["distill"].get("group_by", "task")
 # evaluation jobs: one per task (default; a tiny model scores faster than a job starts) or one per run
 EVAL_GROUP = config["eval"].get("group_by", "task")
 
@@ -192,8 +194,17 @@ def targets_input(wildcards):
     return targets_dir(wildcards.task) if teacher_cache_enabled() else []
 
 
+def students_root(task="{task}"):
+    return f"{RESULTS}/students/{task}"
+
+
 def student_dir(task="{task}", method="{method}", seed="{seed}"):
-    return f"{RESULTS}/students/{task}/{method}/seed{seed}"
+    return f"{students_root(task)}/{method}/seed{seed}"
+
+
+def task_student_outputs():
+    """Every run file of a task's students (distill.group_by: task)."""
+    return [f"{student_dir('{task}', method, seed)}/{name}" for method in METHODS for seed in SEEDS for name in RUN_FILES]
 
 
 def run_outputs(run_dir, metrics=True):
@@ -353,6 +364,9 @@ def config_keys(rule_name, wildcards):
                                                      "seeds", "probe_size", "probe_seed"))  # which examples
     if rule_name == "distill":
         return _model_keys() + method_keys(wildcards.method) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
+    if rule_name == "distill_task":  # every method's keys, each once
+        keys = _model_keys() + [key for method in METHODS for key in method_keys(method)]
+        return list(dict.fromkeys(keys)) + _present("eval", exclude=TRAIN_IGNORED_EVAL_KEYS)
     if rule_name in ("evaluate_teacher", "evaluate_student", "evaluate_task"):
         return ["data", "eval"] + _present("runtime", ("device", "precision"))
     if rule_name in ("tables", "figures"):  # method order and policies, and the split they report

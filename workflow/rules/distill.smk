@@ -25,32 +25,68 @@ rule teacher_targets:
         "--out {output.targets} --threads {threads} > {log} 2>&1"
 
 
-rule distill:
-    """One student: task x method (distill.run) x seed (distill.seeds), distilled from the task's teacher."""
-    input:
-        data=f"{DATA}/{{task}}",
-        teacher=f"{teacher_dir()}/model.safetensors",
-        teacher_config=f"{teacher_dir()}/model_config.json",
-        targets=targets_input,
-    output:
-        **run_outputs(student_dir()),
-    log:
-        f"{LOGS}/students/{{task}}/{{method}}/seed{{seed}}.log",
-    params:
-        config=config_args,
-        fingerprint=fingerprint("distill"),
-        teacher=lambda wildcards, input: os.path.dirname(input.teacher),
-        targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
-        run_dir=run_dir_of,
-        launcher=launcher,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=gpus_per_job(),
-    conda:
-        "../../environment.yml"
-    shell:
-        "{params.launcher} distill {wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
-        "{params.config} --data {input.data} --teacher {params.teacher} {params.targets} --out {params.run_dir} "
-        "--threads {threads} > {log} 2>&1"
+if DISTILL_GROUP == "task":
+
+    rule distill_task:
+        """Every student of a task (distill.run x distill.seeds), trained in turn by one process: the data,
+        the teacher and its targets are loaded once, and each student trains exactly as in its own job
+        (distill.group_by: task; a job's start-up costs more than training a tiny student)."""
+        input:
+            data=f"{DATA}/{{task}}",
+            teacher=f"{teacher_dir()}/model.safetensors",
+            teacher_config=f"{teacher_dir()}/model_config.json",
+            targets=targets_input,
+        output:
+            task_student_outputs(),
+        log:
+            f"{LOGS}/students/{{task}}.log",
+        params:
+            config=config_args,
+            fingerprint=fingerprint("distill_task"),
+            teacher=lambda wildcards, input: os.path.dirname(input.teacher),
+            targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
+            runs=" ".join([f"--method {m}" for m in METHODS] + [f"--seed {s}" for s in SEEDS]),
+            out_root=lambda wildcards: students_root(wildcards.task),
+            launcher=launcher,
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=480,
+            gpu=gpus_per_job(),
+        conda:
+            "../../environment.yml"
+        shell:
+            "{params.launcher} distill {wildcards.task} {params.runs} {params.config} --data {input.data} "
+            "--teacher {params.teacher} {params.targets} --out-root {params.out_root} --threads {threads} > {log} 2>&1"
+
+else:
+
+    rule distill:
+        """One student: task x method (distill.run) x seed (distill.seeds), distilled from the task's teacher."""
+        input:
+            data=f"{DATA}/{{task}}",
+            teacher=f"{teacher_dir()}/model.safetensors",
+            teacher_config=f"{teacher_dir()}/model_config.json",
+            targets=targets_input,
+        output:
+            **run_outputs(student_dir()),
+        log:
+            f"{LOGS}/students/{{task}}/{{method}}/seed{{seed}}.log",
+        params:
+            config=config_args,
+            fingerprint=fingerprint("distill"),
+            teacher=lambda wildcards, input: os.path.dirname(input.teacher),
+            targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
+            run_dir=run_dir_of,
+            launcher=launcher,
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=240,
+            gpu=gpus_per_job(),
+        conda:
+            "../../environment.yml"
+        shell:
+            "{params.launcher} distill {wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
+            "{params.config} --data {input.data} --teacher {params.teacher} {params.targets} --out {params.run_dir} "
+            "--threads {threads} > {log} 2>&1"

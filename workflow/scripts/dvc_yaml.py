@@ -42,6 +42,7 @@ CODE_DEPS = {
     "finetune": ["optima/data", "optima/models", "optima/distill", "optima/eval"],
     "teacher_targets": ["optima/data", "optima/models", "optima/distill"],
     "distill": ["optima/data", "optima/models", "optima/distill", "optima/bandits", "optima/eval"],
+    "distill_task": ["optima/data", "optima/models", "optima/distill", "optima/bandits", "optima/eval"],
     "evaluate_teacher": ["optima/data", "optima/models", "optima/eval"],
     "evaluate_student": ["optima/data", "optima/models", "optima/eval"],
     "evaluate_task": ["optima/data", "optima/models", "optima/eval"],
@@ -160,8 +161,10 @@ def _plots(records: list[dict], config: dict) -> list:
     for task in config["tasks"]:
         logs = {}
         for record in records:
-            if record["rule"] in ("finetune", "distill") and record["wildcards"].get("task") == task:
-                logs[record["named_output"]["train_log"]] = "task_loss"
+            if record["rule"] in ("finetune", "distill", "distill_task") and record["wildcards"].get("task") == task:
+                for path in record["output"]:
+                    if path.endswith("/train_log.csv"):
+                        logs[path] = "task_loss"
         if logs:
             plots.append({f"{task} task loss": {"x": "step", "y": logs, "template": "linear"}})
     for record in records:  # the figures as images (selection frequencies, rewards, comparison, ...)

@@ -10,12 +10,12 @@ from pathlib import Path
 from optima.errors import CheckpointError
 
 
-def add_common_arguments(parser, data_help: str = "prepared data directory of the task") -> None:
+def add_common_arguments(parser, data_help: str = "prepared data directory of the task", out_required: bool = True) -> None:
     parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (dotted key, YAML value); repeatable")
     parser.add_argument("--data", required=True, help=data_help)
-    parser.add_argument("--out", required=True, help="run directory to write (resumed if it holds a checkpoint)")
+    parser.add_argument("--out", required=out_required, help="run directory to write (resumed if it holds a checkpoint)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -77,17 +77,23 @@ def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict
         atomic_write_json(run_dir / "metrics.json", metrics)
 
 
-def make_validator(task_model, task: str, data_dir, tokenizer, config: dict, runtime):
-    """The validation-split evaluation a training verb runs at its end (and every ``eval_every``
-    steps); None on ranks other than 0, which never evaluate."""
-    if not runtime.is_main:
-        return None
+def validation_set(task: str, data_dir, tokenizer, config: dict):
     from optima.data.datasets import build_dataset
-    from optima.eval.evaluate import evaluate
 
     data_cfg = config["data"]
-    val_set = build_dataset(task, data_dir, "val", tokenizer, data_cfg["image_size"], train=False,
-                            cache_images=data_cfg.get("cache_images", True))
+    return build_dataset(task, data_dir, "val", tokenizer, data_cfg["image_size"], train=False,
+                         cache_images=data_cfg.get("cache_images", True))
+
+
+def make_validator(task_model, task: str, data_dir, tokenizer, config: dict, runtime, val_set=None):
+    """The validation-split evaluation a training verb runs at its end (and every ``eval_every``
+    steps); None on ranks other than 0, which never evaluate. ``val_set``: one already loaded."""
+    if not runtime.is_main:
+        return None
+    from optima.eval.evaluate import evaluate
+
+    if val_set is None:
+        val_set = validation_set(task, data_dir, tokenizer, config)
 
     def validate() -> dict:
         return evaluate(task_model, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,

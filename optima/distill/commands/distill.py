@@ -1,5 +1,9 @@
 """`optima distill TASK --method M --seed S`: distil a student from the fine-tuned teacher.
 
+Several students in one process: repeat ``--method`` and ``--seed`` and give ``--out-root``; every
+method x seed is trained in turn into ``OUT_ROOT/METHOD/seedSEED``, each exactly as its own process
+would train it (the data, teacher and teacher targets are loaded once: ``distill.group_by: task``).
+
 The student is built from the teacher through the layer map (``model.student_layers``,
 ``model.layer_map``) and trained with ``task + kd_weight * KD + layer_weight * layer MSE`` over the
 modules the method's policy selects each round (``distill.methods.M``).
@@ -12,12 +16,32 @@ from optima.distill.commands.common import add_common_arguments
 
 def add_arguments(parser) -> None:
     parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
-    parser.add_argument("--method", required=True, help="a method defined in distill.methods of the config")
-    parser.add_argument("--seed", type=int, required=True, help="run seed (student training and policy)")
-    add_common_arguments(parser)
+    parser.add_argument("--method", action="append", required=True,
+                        help="a method defined in distill.methods of the config; repeatable (with --out-root)")
+    parser.add_argument("--seed", type=int, action="append", required=True,
+                        help="run seed (student training and policy); repeatable (with --out-root)")
+    add_common_arguments(parser, out_required=False)
+    parser.add_argument("--out-root", default=None,
+                        help="train every --method x --seed into OUT_ROOT/METHOD/seedSEED (instead of --out)")
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher run directory (optima finetune --out)")
     parser.add_argument("--targets", default=None,
                         help="the task's teacher targets (optima teacher-targets --out); default: computed on the fly")
+
+
+def planned_runs(args) -> list[tuple[str, int, str]]:
+    """``(method, seed, run directory)`` for every student the command trains, in order."""
+    from optima.errors import ConfigError
+
+    if (args.out is None) == (args.out_root is None):
+        raise ConfigError("give exactly one of --out (one student) and --out-root (every --method x --seed)")
+    if args.out is not None:
+        if len(args.method) != 1 or len(args.seed) != 1:
+            raise ConfigError("--out trains one student: give one --method and one --seed (or use --out-root)")
+        return [(args.method[0], args.seed[0], args.out)]
+    for flag, values in (("--method", args.method), ("--seed", args.seed)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{flag} given twice with the same value")
+    return [(method, seed, f"{args.out_root}/{method}/seed{seed}") for method in args.method for seed in args.seed]
 
 
 def build_objective(task: str, config: dict, teacher, num_classes, kd_weight: float, temperature: float,
@@ -56,58 +80,83 @@ def training_set(task: str, config: dict, data_dir, tokenizer):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from torch.utils.data import Subset
 
-    from optima.bandits.registry import build_method_policy
-    from optima.config import MODULES, config_hash, method_spec
+    from optima.config import method_spec
     from optima.data.formats import check_task
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import finish_run, make_validator, metrics_record, read_run_info, setup
-    from optima.distill.loop import TrainSpec, fit
-    from optima.distill.probe import Probe, split_probe
-    from optima.distill.rounds import RoundController
-    from optima.distill.runtime import seed_everything, shutdown
-    from optima.distill.sampling import fixed_batch, to_device
-    from optima.distill.targets import TeacherTargets, expected_meta
-    from optima.models.checkpoint import WEIGHTS_FILE
-    from optima.models.heads import load_task_model, save_task_model
+    from optima.distill.commands.common import read_run_info, setup, validation_set
+    from optima.distill.probe import split_probe
+    from optima.distill.runtime import shutdown
+    from optima.models.heads import load_task_model
 
     task = check_task(args.task)
+    runs = planned_runs(args)
     config, runtime = setup(args)
-    method = method_spec(config, args.method)
+    for method_name, _, _ in runs:
+        method_spec(config, method_name)  # a wrong method name fails before any training
     read_run_info(args.teacher, expect_role="teacher", expect_task=task)
-    section, data_cfg, model_cfg = config["distill"], config["data"], config["model"]
-    seed_everything(args.seed)
+    section = config["distill"]
 
+    # shared by every student of the task: loaded once
     tokenizer = load_tokenizer(args.data)
     full_train = training_set(task, config, args.data, tokenizer)
     # every method trains on the same examples: those that show none of the probe's images
     probe_idx, train_idx = split_probe(full_train, section.get("probe_size", 64), section.get("probe_seed", 0))
-    train_set = Subset(full_train, train_idx)
+    shared = {"tokenizer": tokenizer, "full_train": full_train, "probe_idx": probe_idx,
+              "train_set": Subset(full_train, train_idx),
+              "val_set": validation_set(task, args.data, tokenizer, config) if runtime.is_main else None,
+              "teacher": load_task_model(args.teacher).to(runtime.device), "targets": None}
+    for method_name, seed, out in runs:
+        train_student(task, method_name, seed, out, config, runtime, args, shared)
+    shutdown(runtime)
+    return 0
 
-    teacher = load_task_model(args.teacher).to(runtime.device)
+
+def train_student(task: str, method_name: str, seed: int, out: str, config: dict, runtime, args, shared: dict) -> None:
+    """One student, from its seed on: nothing a previous student of the same process did reaches it."""
+    from pathlib import Path
+
+    from optima.bandits.registry import build_method_policy
+    from optima.config import MODULES, config_hash, method_spec
+    from optima.distill.commands.common import finish_run, make_validator, metrics_record
+    from optima.distill.loop import TrainSpec, fit
+    from optima.distill.probe import Probe
+    from optima.distill.rounds import RoundController
+    from optima.distill.runtime import seed_everything
+    from optima.distill.sampling import fixed_batch, to_device
+    from optima.distill.targets import TeacherTargets, expected_meta
+    from optima.models.checkpoint import WEIGHTS_FILE
+    from optima.models.heads import save_task_model
+
+    method = method_spec(config, method_name)
+    section, data_cfg, model_cfg = config["distill"], config["data"], config["model"]
+    full_train, teacher = shared["full_train"], shared["teacher"]
+    seed_everything(seed)
     objective, student, layer_map = build_objective(
         task, config, teacher, getattr(full_train, "num_classes", None), method["kd_weight"],
         method["temperature"], method["layer_weight"])
     objective.to(runtime.device)
     if args.targets:  # the teacher's outputs computed once for the task (optima teacher-targets)
-        expected = expected_meta(objective, full_train, Path(args.teacher) / WEIGHTS_FILE)
-        objective.targets = TeacherTargets.load(args.targets, expected, runtime.device)
-        if runtime.is_main:
-            print(f"teacher targets: {'cached in ' + args.targets if objective.targets else 'on the fly'}",
-                  flush=True)
+        if shared["targets"] is None:
+            expected = expected_meta(objective, full_train, Path(args.teacher) / WEIGHTS_FILE)
+            shared["targets"] = TeacherTargets.load(args.targets, expected, runtime.device)
+            if runtime.is_main:
+                print(f"teacher targets: {'cached in ' + args.targets if shared['targets'] else 'on the fly'}",
+                      flush=True)
+        objective.targets = shared["targets"] or None
+        if objective.targets is not None:
+            objective.targets.misses = 0
 
     callbacks = None
     if method["policy"] != "none":
-        policy, arms = build_method_policy(method, MODULES, args.seed)
+        policy, arms = build_method_policy(method, MODULES, seed)
         # the probe costs time: only a policy that learns from rewards (or a request to log them) pays for it
         measure = policy.uses_rewards or bool(section.get("log_rewards", False))
         probe = None
-        if measure and method["reward"] in ("probe", "task"):
-            probe = Probe.from_config(objective, to_device(fixed_batch(full_train, probe_idx), runtime.device),
-                                      runtime, section)
+        if measure and (method["reward"] in ("probe", "task") or section.get("log_rewards", False)):
+            probe = Probe.from_config(objective, to_device(fixed_batch(full_train, shared["probe_idx"]),
+                                                           runtime.device), runtime, section)
 
         def set_active(modules):
             objective.active = tuple(modules)
@@ -117,19 +166,18 @@ def run(args) -> int:
     else:
         objective.active = tuple(MODULES)
 
-    fingerprint = {"verb": "distill", "task": task, "method": method, "seed": args.seed, "distill": {
-        k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima")},
+    fingerprint = {"verb": "distill", "task": task, "method": method, "seed": seed, "distill": {
+        k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima", "group_by")},
         "model": model_cfg, "data": config_hash(data_cfg), "world_size": runtime.world_size}
-    validate = make_validator(student, task, args.data, tokenizer, config, runtime)
-    log = fit(objective, train_set, TrainSpec.from_config(section), runtime, args.out, args.seed, fingerprint,
+    validate = make_validator(student, task, args.data, shared["tokenizer"], config, runtime, shared["val_set"])
+    log = fit(objective, shared["train_set"], TrainSpec.from_config(section), runtime, out, seed, fingerprint,
               callbacks=callbacks, num_workers=config["runtime"].get("num_workers", 0),
-              desc=f"distill {task} {args.method} seed{args.seed}", evaluator=validate)
+              desc=f"distill {task} {method_name} seed{seed}", evaluator=validate)
     if objective.targets is not None and runtime.is_main:
         print(f"teacher targets: {objective.targets.misses} batch(es) outside the cache, computed on the fly",
               flush=True)
-    run_info = {"task": task, "method": args.method, "seed": args.seed, "role": "student",
+    run_info = {"task": task, "method": method_name, "seed": seed, "role": "student",
                 "policy": method["policy"], "layer_map": layer_map}
     metrics = metrics_record(run_info, "val", validate()) if validate else None
-    finish_run(args.out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
-    shutdown(runtime)
-    return 0
+    finish_run(out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
+    student.to(runtime.device)

@@ -243,6 +243,12 @@ def eval_metrics_files():
     return [f"{run}/metrics_{SPLIT}.json" for run in evaluated_runs()]
 
 
+def validation_metrics_files():
+    """Every run's end-of-training validation metrics (metrics.json): settings are chosen on these
+    (none when the pipeline evaluates on val itself: runs.csv holds one row set per run and split)."""
+    return [] if SPLIT == "val" else [f"{run}/metrics.json" for run in evaluated_runs()]
+
+
 def student_train_logs():
     """What the figures read besides runs.csv (selection frequencies, rewards, loss curves)."""
     return [f"{student_dir(t, m, s)}/train_log.csv" for t in TASKS for m in METHODS for s in SEEDS]

@@ -83,9 +83,11 @@ else:
 
 
 rule collect:
-    """Every run's metrics in long form (runs.csv) and the primary metrics for `dvc metrics show`."""
+    """Every run's metrics in long form (runs.csv: the evaluation split, and the validation split every
+    run scored at the end of its training) and the primary metrics for `dvc metrics show`."""
     input:
         metrics=eval_metrics_files(),
+        val_metrics=validation_metrics_files(),
     output:
         runs=f"{RESULTS}/eval/runs.csv",
         summary=f"{RESULTS}/eval/summary.json",
@@ -101,4 +103,4 @@ rule collect:
     conda:
         "../../environment.yml"
     shell:
-        "optima collect {params.config} --out-dir {params.out_dir} --threads {threads} {input.metrics} > {log} 2>&1"
+        "optima collect {params.config} --out-dir {params.out_dir} --threads {threads} {input.metrics} {input.val_metrics} > {log} 2>&1"

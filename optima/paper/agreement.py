@@ -1,0 +1,171 @@
+"""`optima agreement`: does a policy's reward rank the modules the way distilling each module alone does?
+
+Two rankings per task, both from validation data:
+- **single-module gain**: the primary validation metric of ``fixed-<module>`` minus that of ``finetune``
+  (no distillation), paired by seed, averaged over seeds (runs.csv, split ``val``: every student's
+  end-of-training ``metrics.json``);
+- **reward**: per reward kind (``probe``, ``task``, ``train``; rounds.md), each module's offset in a least-squares
+  fit ``reward = slope * round + offset[module]`` over the rounds of the uniform policy's runs (every module
+  played at random, with the rewards of all kinds logged: ``distill.log_rewards``), averaged over seeds. The
+  shared time trend is taken out as OPTIMA's detrended credit takes it out.
+
+Agreement: Spearman's rank correlation of the two (1: same order, -1: reversed) and whether the top module
+is the same. Writes ``reward_agreement.{md,csv}``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from optima.config import MODULES
+
+REWARD_KINDS = ("probe", "task", "train")
+BASELINE = "finetune"
+SOURCE_METHOD = "uniform"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--runs", required=True, help="runs.csv with validation rows (split val)")
+    parser.add_argument("--rounds", required=True, help="rounds.csv (long form, one row per bandit round)")
+    parser.add_argument("--out-dir", required=True, help="where reward_agreement.md and .csv go")
+    parser.add_argument("--split", default="val", help="split of the single-module gains (default: val)")
+    parser.add_argument("--source", default=SOURCE_METHOD,
+                        help="method whose logged rounds give the rewards (default: uniform)")
+
+
+def module_gains(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame:
+    """Per task and module: mean and std over seeds of the paired gain of ``fixed-<module>`` over ``finetune``
+    on the task's primary metric. Columns: task, module, gain, gain_std, seeds."""
+    from optima.paper.spec import PRIMARY_METRIC
+
+    rows = []
+    for task, metric in PRIMARY_METRIC.items():
+        part = runs[(runs.task == task) & (runs.split == split) & (runs.metric == metric)]
+        base = part[part.method == BASELINE].set_index("seed")["value"]
+        for module in MODULES:
+            fixed = part[part.method == f"fixed-{module}"].set_index("seed")["value"]
+            paired = (fixed - base).dropna()
+            if paired.empty:
+                continue
+            rows.append({"task": task, "module": module, "gain": float(paired.mean()),
+                         "gain_std": float(paired.std(ddof=1)) if len(paired) > 1 else float("nan"),
+                         "seeds": int(len(paired))})
+    return pd.DataFrame(rows, columns=["task", "module", "gain", "gain_std", "seeds"])
+
+
+def reward_columns(kind: str) -> tuple[str, str]:
+    from optima.distill.rounds import REWARD_COLUMNS
+
+    return REWARD_COLUMNS[kind]
+
+
+def detrended_offsets(rounds: pd.DataFrame, kind: str, skip_rounds: int = 1) -> dict[str, float]:
+    """Each module's offset in ``reward = slope * round + offset[module]`` (least squares, one run's rounds)."""
+    before, after = reward_columns(kind)
+    part = rounds[(rounds["round"] >= skip_rounds) & rounds["arm"].isin(MODULES)].dropna(subset=[before, after])
+    if part.empty:
+        return {}
+    reward = (part[before] - part[after]) / part[before].abs().clip(lower=1e-12)
+    arms = [m for m in MODULES if (part["arm"] == m).any()]
+    design = np.column_stack([part["round"].to_numpy(float)] + [(part["arm"] == m).to_numpy(float) for m in arms])
+    coef, *_ = np.linalg.lstsq(design, reward.to_numpy(float), rcond=None)
+    return dict(zip(arms, coef[1:].tolist()))
+
+
+def reward_offsets(rounds: pd.DataFrame, source: str = SOURCE_METHOD) -> pd.DataFrame:
+    """Per task, reward kind and module: the detrended offset averaged over the source method's seeds."""
+    rows = []
+    part = rounds[rounds.method == source]
+    for (task, seed), run in part.groupby(["task", "seed"]):
+        for kind in REWARD_KINDS:
+            if not set(reward_columns(kind)) <= set(run.columns):
+                continue
+            for module, offset in detrended_offsets(run, kind).items():
+                rows.append({"task": task, "seed": seed, "kind": kind, "module": module, "offset": offset})
+    frame = pd.DataFrame(rows, columns=["task", "seed", "kind", "module", "offset"])
+    return frame.groupby(["task", "kind", "module"], as_index=False)["offset"].mean()
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def agreement(gains: pd.DataFrame, offsets: pd.DataFrame) -> pd.DataFrame:
+    """One row per task and reward kind: both rankings, Spearman's rho, and whether the top module agrees."""
+    from optima.paper.spec import TASKS
+
+    rows = []
+    for task in [t for t in TASKS if t in set(gains.task)]:
+        gain = gains[gains.task == task].set_index("module")["gain"]
+        by_gain = list(gain.sort_values(ascending=False).index)
+        for kind in REWARD_KINDS:
+            offset = offsets[(offsets.task == task) & (offsets.kind == kind)].set_index("module")["offset"]
+            common = [m for m in MODULES if m in gain.index and m in offset.index]
+            if len(common) < 2:
+                continue
+            by_reward = list(offset[common].sort_values(ascending=False).index)
+            rows.append({"task": task, "reward": kind, "gain_ranking": " > ".join(by_gain),
+                         "reward_ranking": " > ".join(by_reward),
+                         "spearman": spearman([gain[m] for m in common], [offset[m] for m in common]),
+                         "top_agrees": by_gain[0] == by_reward[0]})
+    return pd.DataFrame(rows, columns=["task", "reward", "gain_ranking", "reward_ranking", "spearman", "top_agrees"])
+
+
+def summary_by_reward(table: pd.DataFrame) -> pd.DataFrame:
+    """Per reward kind: mean Spearman's rho over tasks and the number of tasks whose top module agrees."""
+    return (table.groupby("reward", sort=False)
+            .agg(mean_spearman=("spearman", "mean"), top_agrees=("top_agrees", "sum"), tasks=("task", "count"))
+            .reset_index())
+
+
+def render_markdown(table: pd.DataFrame, gains: pd.DataFrame) -> str:
+    lines = ["| task | reward | ranking by single-module gain (val) | ranking by reward | Spearman ρ | same top module |",
+             "|---|---|---|---|---|---|"]
+    for row in table.itertuples():
+        rho = "–" if not np.isfinite(row.spearman) else f"{row.spearman:+.2f}"
+        lines.append(f"| {row.task} | {row.reward} | {row.gain_ranking} | {row.reward_ranking} | {rho} | "
+                     f"{'yes' if row.top_agrees else 'no'} |")
+    lines += ["", "| reward | mean ρ over tasks | tasks with the same top module |", "|---|---|---|"]
+    for row in summary_by_reward(table).itertuples():
+        lines.append(f"| {row.reward} | {row.mean_spearman:+.2f} | {int(row.top_agrees)} / {int(row.tasks)} |")
+    lines += ["", "Single-module gains over `finetune` (validation, mean ± std over seeds):", "",
+              "| task | " + " | ".join(MODULES) + " |", "|---|" + "---|" * len(MODULES)]
+    for task, part in gains.groupby("task", sort=False):
+        cells = {r.module: f"{r.gain:+.2f} ± {r.gain_std:.2f}" for r in part.itertuples()}
+        lines.append(f"| {task} | " + " | ".join(cells.get(m, "–") for m in MODULES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from optima.errors import DataError
+    from optima.io import atomic_write_text
+    from optima.paper.results import read_runs
+
+    runs = read_runs(args.runs)
+    try:
+        rounds = pd.read_csv(args.rounds)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"{args.rounds}: cannot read rounds file: {exc}") from None
+    missing = {"task", "method", "seed", "round", "arm"} - set(rounds.columns)
+    if missing:
+        raise DataError(f"{args.rounds}: missing column(s) {', '.join(sorted(missing))}")
+    gains = module_gains(runs, args.split)
+    if gains.empty:
+        raise DataError(f"{args.runs}: no {args.split} rows of {BASELINE} and fixed-<module> runs to compare")
+    offsets = reward_offsets(rounds, args.source)
+    if offsets.empty:
+        raise DataError(f"{args.rounds}: no logged rewards of method {args.source!r} (run it with distill.log_rewards)")
+    table = agreement(gains, offsets)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "reward_agreement.csv", table.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "reward_agreement.md", render_markdown(table, gains))
+    print(out / "reward_agreement.md")
+    return 0

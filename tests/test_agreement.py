@@ -1,0 +1,76 @@
+"""Reward agreement (optima agreement) and teacher spread (optima spread): the arithmetic on known inputs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optima.paper.agreement import agreement, detrended_offsets, module_gains, reward_offsets, spearman
+from optima.paper.spread import student_spread, teacher_spread
+
+
+def runs_frame(values: dict) -> pd.DataFrame:
+    """values: (task, method, seed) -> primary metric value, split val."""
+    metric = {"vqa": "overall", "nlvr2": "accuracy"}
+    rows = [{"task": t, "method": m, "seed": s, "role": "teacher" if m == "teacher" else "student", "split": "val",
+             "metric": metric[t], "value": v} for (t, m, s), v in values.items()]
+    return pd.DataFrame(rows)
+
+
+def test_module_gains_are_paired_by_seed():
+    runs = runs_frame({("vqa", "finetune", 0): 50.0, ("vqa", "finetune", 1): 60.0,
+                       ("vqa", "fixed-vision", 0): 55.0, ("vqa", "fixed-vision", 1): 63.0,
+                       ("vqa", "fixed-text", 0): 49.0, ("vqa", "fixed-text", 1): 59.0,
+                       ("vqa", "fixed-multimodal", 2): 70.0})  # no finetune seed 2: no pair
+    gains = module_gains(runs).set_index("module")
+    assert gains.loc["vision", "gain"] == pytest.approx(4.0) and gains.loc["vision", "gain_std"] == pytest.approx(np.sqrt(2))
+    assert gains.loc["text", "gain"] == pytest.approx(-1.0)
+    assert "multimodal" not in gains.index
+
+
+def rounds_with(offsets: dict, slope: float, n: int = 60, seed: int = 0, task: str = "vqa") -> pd.DataFrame:
+    """A uniform run's rounds whose probe reward is slope * round + offset[arm] exactly."""
+    rng = np.random.default_rng(seed)
+    arms = rng.choice(list(offsets), size=n)
+    rows = []
+    for t, arm in enumerate(arms):
+        reward = slope * t + offsets[arm]
+        before = 10.0
+        rows.append({"task": task, "method": "uniform", "seed": seed, "round": t, "arm": arm,
+                     "probe_before": before, "probe_loss": before * (1 - reward),
+                     "probe_task_before": before, "probe_task_loss": before * (1 + reward),  # task reward reversed
+                     "train_first": 1.0, "train_last": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_detrended_offsets_remove_the_shared_trend():
+    offsets = {"vision": 0.30, "text": 0.10, "multimodal": 0.20}
+    rounds = rounds_with(offsets, slope=-0.004)
+    fitted = detrended_offsets(rounds, "probe")
+    for arm, value in offsets.items():
+        assert fitted[arm] == pytest.approx(value, abs=1e-9)
+    # a raw mean would be biased by when each arm happened to be played; the fit is not
+    raw = rounds.assign(r=(rounds.probe_before - rounds.probe_loss) / rounds.probe_before).groupby("arm")["r"].mean()
+    assert any(abs(raw[a] - offsets[a]) > 1e-3 for a in offsets)
+
+
+def test_agreement_ranks_and_correlates():
+    gains = pd.DataFrame([{"task": "vqa", "module": m, "gain": g, "gain_std": 0.0, "seeds": 2}
+                          for m, g in (("vision", 3.0), ("text", -1.0), ("multimodal", 1.0))])
+    rounds = pd.concat([rounds_with({"vision": 0.3, "text": 0.1, "multimodal": 0.2}, -0.001, seed=s) for s in (0, 1)])
+    table = agreement(gains, reward_offsets(rounds)).set_index("reward")
+    assert table.loc["probe", "spearman"] == pytest.approx(1.0) and table.loc["probe", "top_agrees"]
+    assert table.loc["probe", "reward_ranking"] == "vision > multimodal > text"
+    assert table.loc["task", "spearman"] == pytest.approx(-1.0) and not table.loc["task", "top_agrees"]
+    assert np.isnan(table.loc["train", "spearman"])  # a constant reward ranks nothing
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_teacher_spread_and_student_yardstick():
+    runs = runs_frame({("vqa", "teacher", 0): 60.0, ("vqa", "teacher", 1): 62.0, ("vqa", "teacher", 2): 64.0,
+                       ("vqa", "layerwise", 0): 50.0, ("vqa", "layerwise", 1): 54.0,
+                       ("vqa", "finetune", 0): 40.0, ("vqa", "finetune", 1): 41.0})
+    spread = teacher_spread(runs).iloc[0]
+    assert (spread["mean"], spread["std"], spread["range"]) == (pytest.approx(62.0), pytest.approx(2.0), pytest.approx(4.0))
+    assert spread["values"] == "60.00 62.00 64.00"
+    yardstick = student_spread(runs).iloc[0]["student_seed_std"]
+    assert yardstick == pytest.approx(np.median([np.std([50, 54], ddof=1), np.std([40, 41], ddof=1)]))

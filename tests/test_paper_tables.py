@@ -60,7 +60,8 @@ def _tables(runs, out, *extra):
 
 def test_writes_every_table_in_three_formats(paper):
     names = sorted(p.name for p in paper["tables"].iterdir())
-    assert names == sorted(f"{t}.{f}" for t in ("main", "comparison", "ablation") for f in ("md", "tex", "csv"))
+    assert names == sorted(f"{t}.{f}" for t in ("main", "comparison", "ablation", "single_module")
+                           for f in ("md", "tex", "csv"))
 
 
 def test_main_table_means_and_stds_equal_the_inputs(paper):
@@ -276,3 +277,44 @@ def test_planned_tables_for_the_shipped_configs(repo_root):
     assert planned_tables(config) == [f"{t}.{f}" for t in ("main", "comparison") for f in ("md", "tex", "csv")]
     config["distill"]["run"] = ["finetune", "optima", "ts"]
     assert planned_tables(config)[-3:] == ["ablation.md", "ablation.tex", "ablation.csv"]
+    config["distill"]["run"] = ["finetune", "layerwise", "fixed-text"]
+    assert planned_tables(config)[-3:] == ["single_module.md", "single_module.tex", "single_module.csv"]
+
+
+# ---------------------------------------------------------------- the single-module table
+
+def test_single_module_gains_are_paired_by_seed_and_ranked(tmp_path):
+    vqa = {"teacher": [80.0], "finetune": [60.0, 61.0, 62.0], "fixed-vision": [61.0, 61.5, None],
+           "fixed-text": [60.5, 61.5, 62.5], "fixed-multimodal": [62.0, 63.5, 63.0], "layerwise": [63.0, 64.0, 66.0],
+           "optima": [64.0, 64.0, 64.0]}
+    runs = _write_runs(tmp_path / "runs.csv", _vqa(vqa))
+    assert _tables(runs, tmp_path / "t") == 0
+    csv = pd.read_csv(tmp_path / "t" / "single_module.csv", dtype={"gain_seeds": str}).set_index("method")
+    assert list(csv.index) == ["finetune", "fixed-vision", "fixed-text", "fixed-multimodal", "layerwise"]
+    vision = np.array([61.0, 61.5]) - np.array([60.0, 61.0])  # seed 2 not run: paired on seeds 0, 1
+    assert csv.loc["fixed-vision", "gain_mean"] == pytest.approx(vision.mean())
+    assert csv.loc["fixed-vision", "gain_std"] == pytest.approx(vision.std(ddof=1))
+    assert csv.loc["fixed-vision", "gain_seeds"] == "0 1" and csv.loc["fixed-vision", "mean"] == pytest.approx(61.25)
+    assert csv.loc["fixed-multimodal", "gain_mean"] == pytest.approx(5.5 / 3)
+    assert csv.loc["layerwise", "gain_mean"] == pytest.approx(10 / 3) and math.isnan(csv.loc["layerwise", "rank"])
+    assert [csv.loc[f"fixed-{m}", "rank"] for m in ("vision", "text", "multimodal")] == [2, 3, 1]
+    assert list(csv["best"]) == [False, False, False, True, False]
+    rows = {r[0]: r for r in _md_rows(tmp_path / "t" / "single_module.md")}
+    assert rows["Student (no distillation)"][1:3] == ["61.0 ± 1.0", "–"]
+    assert rows["Vision only"][2] == "+0.8 ± 0.4" and rows["Multimodal only"][2] == "**+1.8 ± 0.8**"
+    assert rows["Modules ranked by Δ"][1:] == ["", "multimodal > vision > text", ""]
+    assert r"multimodal \textgreater{} vision" in (tmp_path / "t" / "single_module.tex").read_text()
+
+
+def test_single_module_ties_and_missing_baseline(tmp_path):
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({"finetune": [60.0, 61.0], "fixed-vision": [61.02, 62.0],
+                                                    "fixed-text": [61.0, 62.04], "fixed-multimodal": [60.0, 60.0]}))
+    assert _tables(runs, tmp_path / "t") == 0
+    rows = {r[0]: r for r in _md_rows(tmp_path / "t" / "single_module.md")}
+    assert rows["Vision only"][2] == "**+1.0 ± 0.0**" and rows["Text only"][2] == "**+1.0 ± 0.0**"
+    assert rows["Modules ranked by Δ"][2] == "vision = text > multimodal"
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({"fixed-text": [61.0, 62.0], "optima": [62.0, 63.0]}))
+    assert _tables(runs, tmp_path / "u") == 0
+    md = (tmp_path / "u" / "single_module.md").read_text()
+    assert "No 'finetune' runs in runs.csv: no gains." in md
+    assert {r[0]: r for r in _md_rows(tmp_path / "u" / "single_module.md")}["Text only"][1:3] == ["61.5 ± 0.7", "–"]

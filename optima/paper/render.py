@@ -12,6 +12,8 @@ _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "$-$", "×": r"$\times$", "≥": r"$\geq$",
+    # OT1-encoded fonts (LaTeX's default) print "<" and ">" as "¡" and "¿" in text mode
+    "<": r"\textless{}", ">": r"\textgreater{}",
 }
 
 

@@ -132,6 +132,27 @@ def is_ablation(method: str, policy: str | None, reference: str = REFERENCE) -> 
     return method != reference and policy in ADAPTIVE_POLICIES
 
 
+def fixed_arm(method: str, config: dict | None = None) -> str | None:
+    """The module a fixed-policy method distils (``options.arm`` in the config, else from a
+    ``fixed-<module>`` name); None for other methods."""
+    if config is not None and method in config["distill"]["methods"]:
+        spec = config["distill"]["methods"][method]
+        return (spec.get("options") or {}).get("arm") if spec["policy"] == "fixed" else None
+    if config is None and method.startswith("fixed-"):
+        return method.removeprefix("fixed-")
+    return None
+
+
+def single_module_methods(methods, config: dict | None = None) -> list[str]:
+    """The single-module analysis present in ``methods``: finetune, the methods that distil one
+    module (in module order), layerwise; empty when no single-module method ran."""
+    fixed = sorted((m for m in methods if fixed_arm(m, config) in MODULES),
+                   key=lambda m: (MODULES.index(fixed_arm(m, config)), m))
+    if not fixed:
+        return []
+    return [m for m in ("finetune",) if m in methods] + fixed + [m for m in ("layerwise",) if m in methods]
+
+
 def choose_split(splits, preferred: str | None = None, source: str = "runs.csv") -> str:
     """The split the tables and figures report: ``preferred`` when given, else test > val > train."""
     from optima.errors import DataError
@@ -152,5 +173,6 @@ def choose_split(splits, preferred: str | None = None, source: str = "runs.csv")
 __all__ = [
     "ADAPTIVE_POLICIES", "Column", "MAIN_COLUMNS", "MODULES", "PRIMARY_COLUMNS", "PRIMARY_METRIC",
     "REFERENCE", "SINGLE_MODULE_METHODS", "TASKS", "TASK_NAMES", "TEACHER", "choose_split",
-    "display_name", "infer_policy", "is_ablation", "method_policies", "order_methods",
+    "display_name", "fixed_arm", "infer_policy", "is_ablation", "method_policies", "order_methods",
+    "single_module_methods",
 ]

@@ -6,6 +6,9 @@
 - ``comparison``: OPTIMA minus each baseline, paired by seed, with a 95 % t-interval and paired tests.
 - ``ablation``: OPTIMA against the other adaptive module-selection policies (ts, discounted_ts, ...,
   window/discount variants), written only when such methods were run.
+- ``single_module``: no distillation, each module distilled alone (fixed policy), layerwise; per task
+  the primary metric and its gain over no distillation, paired by seed, and the modules ranked by gain;
+  written only when fixed-policy methods were run.
 
 Each is written as Markdown (.md), booktabs LaTeX (.tex) and CSV (full-precision numbers).
 """
@@ -18,6 +21,7 @@ TABLES = {
     "main": "Main results: every method on every task, mean ± std over seeds, best student in bold",
     "comparison": "OPTIMA minus each baseline, paired by seed: mean difference, 95% CI, paired tests",
     "ablation": "OPTIMA against other adaptive module-selection policies and their settings",
+    "single_module": "One module distilled at a time: primary metric and gain over no distillation, modules ranked",
 }
 FORMATS = ("md", "tex", "csv")
 AVERAGE_MODES = ("displayed", "teacher_relative")
@@ -51,6 +55,8 @@ def planned_tables(config: dict, reference: str = "optima") -> list[str]:
     policies = method_policies(methods, config)
     if any(is_ablation(m, policies[m], reference) for m in methods):
         names.append("ablation")
+    if any(policies[m] == "fixed" for m in methods):
+        names.append("single_module")
     return [f"{name}.{fmt}" for name in names for fmt in FORMATS]
 
 
@@ -305,6 +311,81 @@ def ablation_table(data: TableInputs, config: dict | None, decimals: int = 1):
     return table, frame
 
 
+SINGLE_MODULE_BASELINE = "finetune"  # the student without distillation: every gain is measured against it
+
+
+def _rank_text(gains: dict, decimals: int) -> tuple[dict, str]:
+    """Modules ranked by their printed gain (ties share a rank): ({module: rank}, "multimodal > vision = text")."""
+    printed = {m: round(g, decimals) for m, g in gains.items()}
+    order = sorted(printed, key=lambda m: -printed[m])  # stable: module order among ties
+    ranks = {m: 1 + sum(v > printed[m] for v in printed.values()) for m in order}
+    text = ""
+    for i, module in enumerate(order):
+        if i:
+            text += " = " if printed[module] == printed[order[i - 1]] else " > "
+        text += module
+    return ranks, text
+
+
+def single_module_table(data: TableInputs, config: dict | None, decimals: int = 1):
+    """Per task (primary metric): no distillation, each single-module method, layerwise, as mean ± std
+    and as gain over no distillation (mean ± std of the per-seed differences on shared seeds); the
+    module with the largest gain in bold and a last row ranking the modules. None without a
+    single-module method."""
+    import pandas as pd
+
+    from optima.paper.render import Cell, Table
+    from optima.paper.spec import display_name, fixed_arm, single_module_methods
+    from optima.paper.stats import paired_difference
+
+    methods = single_module_methods(data.students, config)
+    columns = [c for c in data.columns if c.primary]
+    if not methods or not columns:
+        return None
+    base = SINGLE_MODULE_BASELINE
+    arms = {m: fixed_arm(m, config) for m in methods}
+    rows, records = [[Cell(display_name(m))] for m in methods], []
+    ranking = [Cell("Modules ranked by Δ")]
+    for column in columns:
+        stats = {m: _column_stats(data.values(m, column.key)) for m in methods}
+        gains = {m: paired_difference(data.values(m, column.key), data.values(base, column.key))
+                 for m in methods if m != base and base in data.methods}
+        module_gains = {arms[m]: gains[m]["mean"] for m in methods if arms[m] and m in gains and gains[m]["n"]}
+        ranks, ranked = _rank_text(module_gains, decimals) if module_gains else ({}, "–")
+        for row, method in zip(rows, methods):
+            gain, best = gains.get(method), ranks.get(arms[method]) == 1
+            if gain is None or gain["n"] == 0:
+                gain_cell = Cell("–")
+            elif gain["n"] == 1:
+                gain_cell = Cell(_fmt(gain["mean"], decimals, True), best)
+            else:
+                gain_cell = Cell(f"{_fmt(gain['mean'], decimals, True)} ± {_fmt(gain['std'], decimals)}", best)
+            row += [_mean_std_cell(stats[method], decimals), gain_cell]
+            records.append({"task": column.task, "column": column.key, "label": column.label, "method": method,
+                            "name": display_name(method), "module": arms[method] or "",
+                            "mean": stats[method]["mean"], "std": stats[method]["std"], "n": stats[method]["n"],
+                            "gain_mean": gain["mean"] if gain else float("nan"),
+                            "gain_std": gain["std"] if gain else float("nan"), "gain_n": gain["n"] if gain else 0,
+                            "gain_seeds": " ".join(map(str, gain["seeds"])) if gain else "",
+                            "rank": ranks.get(arms[method]), "best": best})
+        ranking += [Cell(""), Cell(ranked)]
+    for row, method in zip(rows, methods):
+        row.append(Cell(_seeds_text(r["n"] for r in records if r["method"] == method)))
+    ranking.append(Cell(""))
+    header = ["Method"] + [h for c in columns for h in (c.label, "Δ")] + ["Seeds"]
+    notes = [f"Split: {data.split}. Metric cells: mean ± sample std (ddof=1) over seeds.",
+             f"Δ: gain over {display_name(base)}, per-seed difference on the seeds both ran, mean ± std; "
+             "bold: the module with the largest gain per task (ties at the printed precision all bold).",
+             "Last row: the single modules ranked by Δ per task (= where equal at the printed precision).",
+             _UNITS_NOTE, *(n for n in data.notes if not n.startswith("Average:"))]  # this table has no average
+    if base not in data.methods:
+        notes.insert(1, f"No {base!r} runs in runs.csv: no gains.")
+    table = Table("Single-module analysis: one module distilled at a time", header, rows + [ranking],
+                  "l" + "r" * (2 * len(columns) + 1), (len(rows) - 1,), notes)
+    frame = pd.DataFrame.from_records(records)
+    return table, frame.astype({"rank": "Int64"})  # whole ranks, empty for the methods that are no module
+
+
 def build_tables(runs, config: dict | None = None, split: str | None = None, reference: str = "optima",
                  decimals: int = 1, average: str = "displayed", confidence: float = 0.95, log=None) -> dict:
     """name -> (Table, csv DataFrame) or None when the table does not apply to these runs."""
@@ -322,29 +403,31 @@ def build_tables(runs, config: dict | None = None, split: str | None = None, ref
         "main": main_table(data, decimals),
         "comparison": comparison_table(data, decimals + 1, confidence),
         "ablation": ablation_table(data, config, decimals),
+        "single_module": single_module_table(data, config, decimals),
     }
 
 
-def run(args) -> int:
+def write_tables(runs_path, out_dir, config: dict | None = None, split: str | None = None,
+                 reference: str = "optima", decimals: int = 1, average: str = "displayed",
+                 confidence: float = 0.95) -> list:
+    """Write every table that applies to ``runs_path`` into ``out_dir``; remove stale ones of tables that
+    do not apply; return the written paths."""
     from pathlib import Path
 
     from optima.io import atomic_write_text
-    from optima.paper.common import LOG, load_optional_config, results_root, setup_logging
+    from optima.paper.common import LOG
     from optima.paper.render import render_latex, render_markdown
     from optima.paper.results import read_runs
 
-    setup_logging("tables")
-    config = load_optional_config(args)
-    runs_path = Path(args.runs) if args.runs else results_root(config) / "eval" / "runs.csv"
-    out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "tables"
-    tables = build_tables(read_runs(runs_path), config, args.split, args.reference, args.decimals,
-                          args.average, args.confidence)
+    out_dir = Path(out_dir)
+    tables = build_tables(read_runs(runs_path), config, split, reference, decimals, average, confidence)
     written = []
     for name, built in tables.items():
         paths = [out_dir / f"{name}.{fmt}" for fmt in FORMATS]
         if built is None:
-            why = (f"no {args.reference!r} and baseline runs" if name == "comparison"
-                   else f"no adaptive-policy methods other than {args.reference!r}")
+            why = {"comparison": f"no {reference!r} and baseline runs",
+                   "ablation": f"no adaptive-policy methods other than {reference!r}",
+                   "single_module": "no single-module (fixed-policy) methods"}[name]
             LOG.info("skipped %s table: %s in %s", name, why, runs_path)
             for stale in paths:  # a table from an earlier run must not pass for a current one
                 if stale.exists():
@@ -356,6 +439,19 @@ def run(args) -> int:
         atomic_write_text(paths[1], render_latex(table))
         atomic_write_text(paths[2], frame.to_csv(index=False, lineterminator="\n"))
         written += paths
-    for path in written:
+    return written
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from optima.paper.common import load_optional_config, results_root, setup_logging
+
+    setup_logging("tables")
+    config = load_optional_config(args)
+    runs_path = Path(args.runs) if args.runs else results_root(config) / "eval" / "runs.csv"
+    out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "tables"
+    for path in write_tables(runs_path, out_dir, config, args.split, args.reference, args.decimals,
+                             args.average, args.confidence):
         print(path)
     return 0

@@ -27,7 +27,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "collect": ("optima.paper.collect", "gather every run's metrics.json into runs.csv and summary.json"),
     "tables": ("optima.paper.tables", "write the paper's tables from runs.csv"),
     "figures": ("optima.paper.figures", "write the paper's figures from runs.csv and the train logs"),
-    "publish": ("optima.paper.publish", "an experiment's runs.csv, compact logs, tables, PNG figures, MANIFEST.json, for git"),
+    "publish": ("optima.paper.publish", "publish an experiment for git: runs.csv, compact logs, tables, PNG figures, MANIFEST.json"),
     "agreement": ("optima.paper.agreement", "rank modules by each reward and by single-module gain (validation)"),
     "spread": ("optima.paper.spread", "a teacher's quality over retraining seeds, beside the students' seed spread"),
     "bench": ("optima.bench", "benchmarks that print a table (bandits, models)"),

@@ -1,8 +1,9 @@
-"""`optima figures`: the paper's figures from ``runs.csv`` and the student runs' ``train_log.csv``.
+"""`optima figures`: the paper's figures from ``runs.csv`` and the student runs' ``train_log.csv``
+(or their compact form, ``--rounds rounds.csv --curves curves.csv``: see optima.paper.logs).
 
-Every figure is written as PNG and PDF under stable names (``FIGURES``). A figure whose methods or
-logs are missing is skipped with a log line, never an error; a stale copy from an earlier call is
-removed so the folder only holds current figures. The file list is printed on stdout.
+Every figure is written as PNG and PDF (``--formats``) under stable names (``FIGURES``). A figure
+whose methods or logs are missing is skipped with a log line, never an error; a stale copy from an
+earlier call is removed so the folder only holds current figures. The file list is printed on stdout.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", default=None, help="runs.csv from `optima collect` (default: <paths.results>/eval/runs.csv)")
     parser.add_argument("--logs-root", default=None,
                         help="results folder holding students/TASK/METHOD/seedS/train_log.csv (default: <paths.results>)")
+    parser.add_argument("--rounds", default=None,
+                        help="rounds.csv (from `optima publish`) instead of the train logs: the selection-frequency "
+                             "and reward figures")
+    parser.add_argument("--curves", default=None,
+                        help="curves.csv (from `optima publish`) instead of the train logs: the loss curves")
+    parser.add_argument("--formats", nargs="+", choices=("png", "pdf"), default=["png", "pdf"],
+                        help="file formats of every figure (default: png pdf)")
     parser.add_argument("--out-dir", default=None, help="output folder (default: <paths.results>/figures)")
     parser.add_argument("--split", default=None,
                         help="split to plot (default: eval.split of --config when present, else test > val > train)")
@@ -38,11 +46,12 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
 
 
-def planned_figures(config: dict, reference: str = "optima") -> list[str]:
+def planned_figures(config: dict, reference: str = "optima", formats=None) -> list[str]:
     """File names `optima figures` writes for a config's ``distill.run`` (e.g. Snakemake outputs)."""
     from optima.paper.spec import method_policies
     from optima.paper.style import FORMATS
 
+    formats = formats or FORMATS
     methods = list(config["distill"]["run"])
     policies = method_policies(methods, config)
     names = ["comparison"]
@@ -51,7 +60,7 @@ def planned_figures(config: dict, reference: str = "optima") -> list[str]:
     if any(policies[m] == "fixed" for m in methods):
         names.append("single_module")
     names.append("loss_curves")
-    return [f"{name}.{fmt}" for name in names for fmt in FORMATS]
+    return [f"{name}.{fmt}" for name in names for fmt in formats]
 
 
 class Skip(Exception):
@@ -59,9 +68,14 @@ class Skip(Exception):
 
 
 class FigureInputs:
-    """runs.csv on one split as a seed table, plus access to the student runs' train logs."""
+    """runs.csv on one split as a seed table, plus the student runs' logged rows from ``logs``: a
+    :class:`~optima.paper.logs.TrainLogs` or :class:`~optima.paper.logs.CompactLogs` source (a path is
+    read as TrainLogs)."""
 
-    def __init__(self, runs, config, split, logs_root, reference, bins, loss_column, log):
+    def __init__(self, runs, config, split, logs, reference, bins, loss_column, log):
+        from pathlib import Path
+
+        from optima.paper.logs import TrainLogs
         from optima.paper.results import seed_table
         from optima.paper.spec import PRIMARY_COLUMNS, TASK_NAMES, TEACHER, choose_split, order_methods
 
@@ -77,12 +91,11 @@ class FigureInputs:
         self.methods = order_methods(self.runs["method"].unique(), config)
         self.students = [m for m in self.methods if m != TEACHER]
         self.teacher = TEACHER
-        self.logs_root = logs_root
+        self.source = TrainLogs(logs, log) if isinstance(logs, (str, Path)) else logs
         self.reference = reference
         self.bins = bins
         self.loss_column = loss_column
         self.log = log
-        self._logs = {}
 
     def values(self, task, method):
         import pandas as pd
@@ -95,18 +108,14 @@ class FigureInputs:
         rows = self.runs[(self.runs["task"] == task) & (self.runs["method"] == method)]
         return sorted(set(rows["seed"])) if len(rows) else None
 
-    def logs(self, task, method, columns=("step",)):
-        """The method's logs on a task that have ``columns``, stacked over the seeds runs.csv reports
-        (all seeds found when runs.csv lacks the method); empty when there are none."""
-        from optima.paper.logs import find_logs, read_logs
+    def rounds(self, task, method):
+        """Round-end rows (seed, step, arm, reward) over the seeds runs.csv reports (all seeds found when
+        runs.csv lacks the method); empty when there are none."""
+        return self.source.rounds(task, method, self.seeds(task, method))
 
-        key = (task, method, tuple(columns))
-        if key not in self._logs:  # several figures read the same logs
-            paths = find_logs(self.logs_root, task, method, self.seeds(task, method))
-            if not paths:
-                self.log.info("no train_log.csv for %s on %s under %s", method, task, self.logs_root)
-            self._logs[key] = read_logs(paths, columns, self.log)
-        return self._logs[key]
+    def curves(self, task, method):
+        """seed, step and the loss column (mean per logged step) over the seeds runs.csv reports."""
+        return self.source.curves(task, method, self.loss_column, self.seeds(task, method))
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -192,16 +201,9 @@ def binned_rewards(rounds, bins: int):
 
 
 def _round_rows(inputs: FigureInputs, task: str):
-    """Round-end rows of the reference method's logs on a task (None when there are none)."""
-    from optima.paper.logs import round_ends
-
-    log = inputs.logs(task, inputs.reference, columns=("step", "arm", "reward"))
-    rounds = round_ends(log)
-    if rounds.empty:
-        if len(log):
-            inputs.log.info("%s on %s: train logs hold no round-end rows (arm and reward)", inputs.reference, task)
-        return None
-    return rounds
+    """Round-end rows of the reference method on a task (None when there are none)."""
+    rounds = inputs.rounds(task, inputs.reference)
+    return None if rounds.empty else rounds
 
 
 def _arm_legend(fig, arms):
@@ -221,26 +223,9 @@ def comparison(inputs: FigureInputs):
     return _dot_panels(inputs, inputs.students, "Students on every task")
 
 
-def single_module_methods(methods, config=None) -> list[str]:
-    """finetune, the single-module methods in module order, layerwise (those present)."""
-    from optima.config import MODULES
-    from optima.paper.spec import SINGLE_MODULE_METHODS
-
-    if config is None:
-        fixed = [m for m in SINGLE_MODULE_METHODS if m.startswith("fixed-") and m in methods]
-    else:
-        defined = config["distill"]["methods"]
-
-        def arm(m):
-            return (defined[m].get("options") or {}).get("arm") if m in defined and defined[m]["policy"] == "fixed" else None
-
-        fixed = sorted((m for m in methods if arm(m) in MODULES), key=lambda m: (MODULES.index(arm(m)), m))
-    if not fixed:
-        return []
-    return [m for m in ("finetune",) if m in methods] + fixed + [m for m in ("layerwise",) if m in methods]
-
-
 def single_module(inputs: FigureInputs):
+    from optima.paper.spec import single_module_methods
+
     methods = single_module_methods(inputs.students, inputs.config)
     if not methods:
         raise Skip("no single-module runs (fixed-vision, fixed-text, fixed-multimodal) in runs.csv")
@@ -255,7 +240,7 @@ def selection_frequency(inputs: FigureInputs):
 
     per_task = {t: r for t in inputs.tasks if (r := _round_rows(inputs, t)) is not None}
     if not per_task:
-        raise Skip(f"no train logs with bandit rounds for {inputs.reference!r} under {inputs.logs_root}")
+        raise Skip(f"no bandit rounds for {inputs.reference!r} {inputs.source.where}")
     fig, axes = new_figure(len(per_task), sharey=True)
     all_arms = set()
     for ax, (task, rounds) in zip(axes, per_task.items()):
@@ -282,7 +267,7 @@ def rewards(inputs: FigureInputs):
 
     per_task = {t: r for t in inputs.tasks if (r := _round_rows(inputs, t)) is not None}
     if not per_task:
-        raise Skip(f"no train logs with rewards for {inputs.reference!r} under {inputs.logs_root}")
+        raise Skip(f"no rewards for {inputs.reference!r} {inputs.source.where}")
     fig, axes = new_figure(len(per_task))
     all_arms = set()
     for ax, (task, rounds) in zip(axes, per_task.items()):
@@ -313,14 +298,13 @@ def loss_curves(inputs: FigureInputs):
     curves: dict[str, dict] = {}
     for task in inputs.tasks:
         for method in inputs.students:
-            log = inputs.logs(task, method, columns=("step", column))
-            log = log[log[column].notna()] if len(log) else log
-            if log.empty:
+            rows = inputs.curves(task, method)
+            if rows.empty:
                 continue
-            per_seed = log.groupby(["seed", "step"])[column].mean().unstack("seed")  # step x seed
+            per_seed = rows.pivot(index="step", columns="seed", values=column)  # step x seed
             curves.setdefault(task, {})[method] = per_seed
     if not curves:
-        raise Skip(f"no train logs with {column!r} values for any student under {inputs.logs_root}")
+        raise Skip(f"no {column!r} values for any student {inputs.source.where}")
     fig, axes = new_figure(len(curves))
     shown = []
     for ax, (task, methods) in zip(axes, curves.items()):
@@ -346,8 +330,9 @@ _BUILDERS = {"comparison": comparison, "selection_frequency": selection_frequenc
              "single_module": single_module, "loss_curves": loss_curves}
 
 
-def build_figures(inputs: FigureInputs, out_dir) -> list:
-    """Write every figure that applies; return the written paths (PNG and PDF per figure)."""
+def build_figures(inputs: FigureInputs, out_dir, formats=None) -> list:
+    """Write every figure that applies; return the written paths (``formats``, default PNG and PDF,
+    per figure)."""
     from pathlib import Path
 
     from optima.paper.style import FORMATS, save_figure, style
@@ -365,8 +350,24 @@ def build_figures(inputs: FigureInputs, out_dir) -> list:
                         stale.unlink()
                         inputs.log.info("removed stale %s", stale)
                 continue
-            written += save_figure(fig, out_dir, name)
+            written += save_figure(fig, out_dir, name, formats or FORMATS)
     return written
+
+
+def write_figures(runs_path, out_dir, config: dict | None = None, logs=None, split: str | None = None,
+                  reference: str = "optima", bins: int = 20, loss_column: str = "task_loss", formats=None) -> list:
+    """Write every figure that applies into ``out_dir``; ``logs``: a results folder with the train logs
+    (default: the config's paths.results) or a :class:`~optima.paper.logs.CompactLogs`. Returns the
+    written paths."""
+    from optima.errors import ConfigError
+    from optima.paper.common import LOG, results_root
+    from optima.paper.results import read_runs
+
+    if bins < 1:
+        raise ConfigError(f"--bins: must be >= 1, got {bins}")
+    inputs = FigureInputs(read_runs(runs_path), config, split, logs if logs is not None else results_root(config),
+                          reference, bins, loss_column, LOG)
+    return build_figures(inputs, out_dir, formats)
 
 
 def run(args) -> int:
@@ -374,17 +375,17 @@ def run(args) -> int:
 
     from optima.errors import ConfigError
     from optima.paper.common import LOG, load_optional_config, results_root, setup_logging
-    from optima.paper.results import read_runs
+    from optima.paper.logs import CompactLogs
 
     setup_logging("figures")
-    if args.bins < 1:
-        raise ConfigError(f"--bins: must be >= 1, got {args.bins}")
+    if args.logs_root and (args.rounds or args.curves):
+        raise ConfigError("--logs-root: give either the train logs or --rounds/--curves, not both")
     config = load_optional_config(args)
     runs_path = Path(args.runs) if args.runs else results_root(config) / "eval" / "runs.csv"
-    logs_root = Path(args.logs_root) if args.logs_root else results_root(config)
     out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "figures"
-    inputs = FigureInputs(read_runs(runs_path), config, args.split, logs_root, args.reference, args.bins,
-                          args.loss_column, LOG)
-    for path in build_figures(inputs, out_dir):
+    # the compact files replace the train logs (published results)
+    logs = CompactLogs(args.rounds, args.curves, LOG) if args.rounds or args.curves else args.logs_root
+    for path in write_figures(runs_path, out_dir, config, logs, args.split, args.reference, args.bins,
+                              args.loss_column, list(dict.fromkeys(args.formats))):
         print(path)
     return 0

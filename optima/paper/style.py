@@ -98,12 +98,13 @@ def new_figure(n_panels: int, sharey: bool = False, sharex: bool = False, height
     return fig, list(axes)
 
 
-def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.pdf`` atomically; PDFs carry no creation date, so reruns are identical."""
+def save_figure(fig, out_dir: str | Path, name: str, formats=FORMATS) -> list[Path]:
+    """Write ``name.png`` and ``name.pdf`` (``formats``) atomically; PDFs carry no creation date, so
+    reruns are identical."""
     from optima.io import atomic_write_bytes
 
     paths = []
-    for fmt in FORMATS:
+    for fmt in formats:
         buffer = io.BytesIO()
         metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
         fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata)

@@ -1,0 +1,255 @@
+"""`optima publish`: the published folder, its MANIFEST.json, the Snakemake-log parser, and that
+`optima tables` / `optima figures` regenerate every published table and figure from the folder alone."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from optima.cli import main
+from optima.config import load_config
+from optima.paper.figures import planned_figures
+from optima.paper.logs import CompactLogs, TrainLogs
+from optima.paper.publish import find_snakemake_log, parse_snakemake_log
+from optima.paper.tables import planned_tables
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures_paper"))
+from fake_results import make_results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "results" / "published" / "claims"
+TASKS = ("vqa", "nlvr2")
+METHODS = ("finetune", "layerwise", "optima", "fixed-vision", "fixed-text", "fixed-multimodal")
+MANIFEST_KEYS = {"git_commit", "git_dirty", "config_file", "config_sha256", "config_hash", "date", "machine",
+                 "snakemake_log", "snakemake_log_missing", "wall_time_s", "wall_time_start", "wall_time_end",
+                 "jobs", "stages"}
+
+# a Snakemake 9 run log, cut down: two prepare jobs in parallel, a pretrain job, a distill job that failed
+SNAKEMAKE_LOG = """\
+Assuming unrestricted shared filesystem usage.
+  Date: 2026-12-02 02:24:26
+  Config file(s): ['{config}']
+  Working directory: {workdir}
+Select jobs to execute...
+Execute 2 jobs...
+[Wed Dec  2 02:24:26 2026]
+localrule prepare:
+    output: data/processed/snli_ve
+    jobid: 28
+    wildcards: task=snli_ve
+[Wed Dec  2 02:24:26 2026]
+localrule prepare:
+    output: data/processed/captions
+    jobid: 3
+Select jobs to execute...
+[Wed Dec  2 02:24:28 2026]
+Finished jobid: 3 (Rule: prepare)
+1 of 5 steps (20%) done
+[Wed Dec  2 02:24:30 2026]
+Finished jobid: 28 (Rule: prepare)
+2 of 5 steps (40%) done
+[Wed Dec  2 02:24:30 2026]
+rule pretrain:
+    jobid: 5
+    threads: 2
+[Wed Dec  2 02:26:47 2026]
+Finished jobid: 5 (Rule: pretrain)
+3 of 5 steps (60%) done
+[Wed Dec  2 02:26:47 2026]
+localrule distill:
+    jobid: 7
+[Wed Dec  2 02:27:00 2026]
+Error in rule distill:
+    jobid: 7
+"""
+
+
+def _write_config(path, run=METHODS):
+    config = yaml.safe_load((REPO / "params.yaml").read_text())
+    config["distill"]["run"] = list(run)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _write_log(path, config, workdir):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SNAKEMAKE_LOG.format(config=config, workdir=workdir))
+    return path
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    root = tmp_path_factory.mktemp("publish")
+    results = root / "results"
+    fake = make_results(results, tasks=TASKS, methods=METHODS, seeds=(0, 1))
+    assert main(["collect", "--out-dir", str(results / "eval"), *map(str, fake["metrics"])]) == 0
+    config = _write_config(root / "experiment.yaml")
+    log = _write_log(root / "snakemake.log", "experiment.yaml", root)
+    out = root / "published" / "claims"
+    assert main(["publish", "--config", str(config), "--results", str(results), "--out", str(out),
+                 "--snakemake-log", str(log)]) == 0
+    return {"root": root, "results": results, "config": config, "out": out, "log": log}
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_publish_writes_every_file_and_the_manifest(published):
+    out, config = published["out"], load_config(published["config"])
+    tables = [f"tables/{n}" for n in planned_tables(config)]
+    figures = [f"figures/{n}" for n in planned_figures(config, formats=["png"])]
+    assert "tables/single_module.md" in tables and "figures/single_module.png" in figures
+    assert _files(out) == sorted(["MANIFEST.json", "config.yaml", "curves.csv", "rounds.csv", "runs.csv",
+                                  *tables, *figures])
+    assert (out / "runs.csv").read_bytes() == (published["results"] / "eval" / "runs.csv").read_bytes()
+    assert (out / "config.yaml").read_bytes() == published["config"].read_bytes()
+    assert not list(out.parent.glob(".claims*"))  # no temporary folder left behind
+
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert set(manifest) == MANIFEST_KEYS
+    assert manifest["config_file"] == str(published["config"]) and len(manifest["config_sha256"]) == 64
+    assert set(manifest["machine"]) == {"cpu", "cores", "torch", "python"} and manifest["machine"]["cores"] >= 1
+    assert manifest["snakemake_log"] == str(published["log"]) and manifest["snakemake_log_missing"] is None
+    assert manifest["wall_time_s"] == 141.0 and manifest["jobs"] == 3
+    assert manifest["stages"]["pretrain"] == {"jobs": 1, "job_s": 137.0, "first_start": "2026-12-02T02:24:30",
+                                              "last_end": "2026-12-02T02:26:47"}
+
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds.columns[:7]) == ["task", "method", "seed", "round", "step", "arm", "reward"]
+    assert "probe_loss" in rounds.columns and "finetune" not in set(rounds["method"])  # no rounds without a policy
+    curves = pd.read_csv(out / "curves.csv")
+    assert list(curves.columns[:5]) == ["task", "method", "seed", "step", "loss"] and "task_loss" in curves.columns
+    assert len(curves.groupby(["task", "method", "seed"])) == len(TASKS) * len(METHODS) * 2
+
+
+def test_published_folder_alone_regenerates_tables_and_figures(published, tmp_path, capsys):
+    copy = shutil.copytree(published["out"], tmp_path / "claims")  # away from the results and train logs
+    args = ["--config", str(copy / "config.yaml"), "--runs", str(copy / "runs.csv")]
+    assert main(["tables", *args, "--out-dir", str(tmp_path / "tables")]) == 0
+    assert main(["figures", *args, "--rounds", str(copy / "rounds.csv"), "--curves", str(copy / "curves.csv"),
+                 "--formats", "png", "--out-dir", str(tmp_path / "figures")]) == 0
+    for kind in ("tables", "figures"):
+        assert _files(tmp_path / kind) == _files(copy / kind)
+        for name in _files(copy / kind):
+            assert (tmp_path / kind / name).read_bytes() == (copy / kind / name).read_bytes(), name
+
+
+def test_compact_files_give_the_figures_the_same_rows_as_the_train_logs(published):
+    logs = TrainLogs(published["results"])
+    compact = CompactLogs(published["out"] / "rounds.csv", published["out"] / "curves.csv")
+    checked = 0
+    for task in TASKS:
+        for method in METHODS:
+            from_logs, from_file = logs.rounds(task, method, [0, 1]), compact.rounds(task, method, [0, 1])
+            columns = ["seed", "step", "arm", "reward", "probe_loss"]
+            pd.testing.assert_frame_equal(from_logs[columns], from_file[columns])
+            for column in ("task_loss", "loss", "layer_loss"):
+                pd.testing.assert_frame_equal(logs.curves(task, method, column, [0, 1]),
+                                              compact.curves(task, method, column, [0, 1]))
+            checked += len(from_logs)
+    assert checked > 0
+
+
+def test_snakemake_log_parser(tmp_path):
+    parsed = parse_snakemake_log(_write_log(tmp_path / "run.log", "config/claims.yaml", "/work"))
+    assert parsed["config_files"] == ["config/claims.yaml"] and parsed["workdir"] == "/work"
+    assert parsed["rules"]["prepare"] == {"jobs": 2, "job_s": 6.0, "first_start": "2026-12-02T02:24:26",
+                                          "last_end": "2026-12-02T02:24:30"}
+    assert parsed["rules"]["pretrain"]["job_s"] == 137.0 and "distill" not in parsed["rules"]
+    assert parsed["jobs"] == 3 and parsed["unfinished_jobs"] == 1
+    assert parsed["wall_s"] == 141.0 and parsed["start"] == "2026-12-02T02:24:26"
+    # Snakemake < 8 wrote "Finished job N."
+    old = (tmp_path / "run.log").read_text().replace("Finished jobid: 5 (Rule: pretrain)", "Finished job 5.")
+    (tmp_path / "old.log").write_text(old)
+    assert parse_snakemake_log(tmp_path / "old.log")["rules"]["pretrain"]["jobs"] == 1
+
+
+def test_default_log_is_the_newest_run_of_the_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _write_config(tmp_path / "claims.yaml")
+    logs = tmp_path / ".snakemake" / "log"
+    assert find_snakemake_log(config) == (None, None)
+    _write_log(logs / "2026-12-01T100000.000000.snakemake.log", "claims.yaml", tmp_path)
+    wanted = _write_log(logs / "2026-12-02T100000.000000.snakemake.log", "claims.yaml", tmp_path)
+    _write_log(logs / "2026-12-03T100000.000000.snakemake.log", "config/smoke.yaml", tmp_path)  # another config
+    (logs / "2026-12-04T100000.000000.snakemake.log").write_text(  # a no-op rerun
+        f"  Config file(s): ['claims.yaml']\n  Working directory: {tmp_path}\nNothing to be done.\n")
+    path, parsed = find_snakemake_log(config)
+    assert path == Path(".snakemake/log") / wanted.name and parsed["jobs"] == 3
+
+
+def test_missing_snakemake_log_is_null_in_the_manifest(published, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .snakemake/log here
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.md").write_text("from an earlier publication")  # OUT is replaced as a whole
+    assert main(["publish", "--config", str(published["config"]), "--results", str(published["results"]),
+                 "--out", str(tmp_path / "out")]) == 0
+    manifest = json.loads((tmp_path / "out" / "MANIFEST.json").read_text())
+    assert manifest["snakemake_log"] is None and manifest["wall_time_s"] is None and manifest["stages"] is None
+    assert "no log of a run of" in manifest["snakemake_log_missing"]
+    assert not (tmp_path / "out" / "stale.md").exists()
+
+
+def _valid_log(root):
+    return _write_log(root / "snakemake.log", "experiment.yaml", root)
+
+
+def _runs_csv_missing(results, root):
+    (results / "eval" / "runs.csv").unlink()
+    return _valid_log(root)
+
+
+def _train_log_broken(results, root):
+    (results / "students/vqa/optima/seed0/train_log.csv").write_text("step,arm\nx,text\n")
+    return _valid_log(root)
+
+
+def _snakemake_log_missing(results, root):
+    return root / "nope.log"
+
+
+@pytest.mark.parametrize("breakage, message", [  # each breaks one input and returns the --snakemake-log to pass
+    (_runs_csv_missing, "runs.csv: runs file not found"),
+    (_train_log_broken, "train_log.csv: line 2: step must be a number"),
+    (_snakemake_log_missing, "nope.log: Snakemake log not found"),
+])
+def test_a_failure_names_the_file_and_keeps_the_old_folder(tmp_path, capsys, breakage, message):
+    results = tmp_path / "results"
+    fake = make_results(results, tasks=("vqa",), methods=("finetune", "optima"), seeds=(0,))
+    assert main(["collect", "--out-dir", str(results / "eval"), *map(str, fake["metrics"])]) == 0
+    config = _write_config(tmp_path / "experiment.yaml", run=("finetune", "optima"))
+    out = tmp_path / "published" / "claims"
+    out.mkdir(parents=True)
+    (out / "runs.csv").write_text("the previous publication")
+    log = breakage(results, tmp_path)
+    assert main(["publish", "--config", str(config), "--results", str(results), "--out", str(out),
+                 "--snakemake-log", str(log)]) == 2
+    assert message in capsys.readouterr().err
+    assert _files(tmp_path / "published") == ["claims/runs.csv"]  # untouched, no temporary folder left
+    assert (out / "runs.csv").read_text() == "the previous publication"
+
+
+def test_figures_take_the_train_logs_or_the_compact_files_not_both(published, tmp_path, capsys):
+    out = published["out"]
+    assert main(["figures", "--runs", str(out / "runs.csv"), "--logs-root", str(published["results"]),
+                 "--rounds", str(out / "rounds.csv"), "--out-dir", str(tmp_path)]) == 2
+    assert "--logs-root: give either" in capsys.readouterr().err
+    assert main(["figures", "--runs", str(out / "runs.csv"), "--rounds", str(tmp_path / "none.csv"),
+                 "--out-dir", str(tmp_path)]) == 2
+    assert "none.csv: rounds file not found" in capsys.readouterr().err
+
+
+def test_published_claims_regenerate(tmp_path):
+    """The committed results/published/claims tables are what `optima tables` makes of its runs.csv."""
+    if not (PUBLISHED / "runs.csv").is_file():
+        pytest.skip(f"{PUBLISHED.relative_to(REPO)}/runs.csv not published yet (optima publish ... --out {PUBLISHED.relative_to(REPO)})")
+    assert main(["tables", "--config", str(PUBLISHED / "config.yaml"), "--runs", str(PUBLISHED / "runs.csv"),
+                 "--out-dir", str(tmp_path)]) == 0
+    assert _files(tmp_path) == _files(PUBLISHED / "tables")
+    for name in _files(tmp_path):
+        assert (tmp_path / name).read_text() == (PUBLISHED / "tables" / name).read_text(), name

@@ -252,4 +252,4 @@ def test_published_claims_regenerate(tmp_path):
                  "--out-dir", str(tmp_path)]) == 0
     assert _files(tmp_path) == _files(PUBLISHED / "tables")
     for name in _files(tmp_path):
-        assert (tmp_path / name).read_text() == (PUBLISHED / "tables" / name).read_text(), name
+        assert (tmp_path / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name

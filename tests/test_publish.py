@@ -250,6 +250,12 @@ def test_published_claims_regenerate(tmp_path):
         pytest.skip(f"{PUBLISHED.relative_to(REPO)}/runs.csv not published yet (optima publish ... --out {PUBLISHED.relative_to(REPO)})")
     assert main(["tables", "--config", str(PUBLISHED / "config.yaml"), "--runs", str(PUBLISHED / "runs.csv"),
                  "--out-dir", str(tmp_path)]) == 0
+    # the reward study and the teacher spread, from the published compact files alone
+    assert main(["agreement", "--runs", str(PUBLISHED / "runs.csv"), "--rounds", str(PUBLISHED / "rounds.csv"),
+                 "--out-dir", str(tmp_path)]) == 0
+    if (PUBLISHED / "teacher_runs.csv").is_file():
+        assert main(["spread", "--runs", str(PUBLISHED / "teacher_runs.csv"), "--students", str(PUBLISHED / "runs.csv"),
+                     "--out-dir", str(tmp_path)]) == 0
     assert _files(tmp_path) == _files(PUBLISHED / "tables")
     for name in _files(tmp_path):
         assert (tmp_path / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name

@@ -141,31 +141,44 @@ def render_markdown(table: pd.DataFrame, gains: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args) -> int:
+def write_agreement(runs_path, rounds_path, out_dir, split: str = "val", source: str = SOURCE_METHOD):
+    """Write ``reward_agreement.{md,csv}`` into ``out_dir``; errors name the file that lacks what is needed."""
     from pathlib import Path
 
     from optima.errors import DataError
     from optima.io import atomic_write_text
     from optima.paper.results import read_runs
 
-    runs = read_runs(args.runs)
+    runs = read_runs(runs_path)
     try:
-        rounds = pd.read_csv(args.rounds)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"{args.rounds}: cannot read rounds file: {exc}") from None
+        rounds = pd.read_csv(rounds_path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{rounds_path}: cannot read rounds file: {exc}") from None
     missing = {"task", "method", "seed", "round", "arm"} - set(rounds.columns)
     if missing:
-        raise DataError(f"{args.rounds}: missing column(s) {', '.join(sorted(missing))}")
-    gains = module_gains(runs, args.split)
+        raise DataError(f"{rounds_path}: missing column(s) {', '.join(sorted(missing))}")
+    gains = module_gains(runs, split)
     if gains.empty:
-        raise DataError(f"{args.runs}: no {args.split} rows of {BASELINE} and fixed-<module> runs to compare")
-    offsets = reward_offsets(rounds, args.source)
+        raise DataError(f"{runs_path}: no {split} rows of {BASELINE} and fixed-<module> runs to compare")
+    offsets = reward_offsets(rounds, source)
     if offsets.empty:
-        raise DataError(f"{args.rounds}: no logged rewards of method {args.source!r} (run it with distill.log_rewards)")
+        raise DataError(f"{rounds_path}: no logged rewards of method {source!r} (run it with distill.log_rewards)")
     table = agreement(gains, offsets)
-    out = Path(args.out_dir)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "reward_agreement.csv", table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "reward_agreement.md", render_markdown(table, gains))
-    print(out / "reward_agreement.md")
+    return out / "reward_agreement.md"
+
+
+def applies(config: dict, source: str = SOURCE_METHOD) -> bool:
+    """Whether a config's runs can be studied: the baseline, a fixed-<module> method, and the source
+    method logging rewards."""
+    run = set(config["distill"]["run"])
+    return ({BASELINE, source} <= run and any(f"fixed-{m}" in run for m in MODULES)
+            and bool(config["distill"].get("log_rewards", False)))
+
+
+def run(args) -> int:
+    print(write_agreement(args.runs, args.rounds, args.out_dir, args.split, args.source))
     return 0

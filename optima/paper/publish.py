@@ -186,7 +186,10 @@ def publish(config_path, results, out, snakemake_log=None, log=None) -> Path:
     from optima.errors import DataError
     from optima.io import atomic_directory, atomic_write_text
     from optima.paper.common import LOG
+    from optima.paper.agreement import applies as agreement_applies
+    from optima.paper.agreement import write_agreement
     from optima.paper.figures import write_figures
+    from optima.paper.spread import write_spread
     from optima.paper.logs import CompactLogs, compact_logs, write_compact_csv_text
     from optima.paper.results import read_runs
     from optima.paper.tables import write_tables
@@ -220,6 +223,12 @@ def publish(config_path, results, out, snakemake_log=None, log=None) -> Path:
         write_tables(build / "runs.csv", build / "tables", published_config)
         write_figures(build / "runs.csv", build / "figures", published_config,
                       CompactLogs(build / "rounds.csv", build / "curves.csv", log), formats=["png"])
+        if agreement_applies(published_config):  # does each reward rank modules as single-module runs do
+            write_agreement(build / "runs.csv", build / "rounds.csv", build / "tables")
+        teacher_runs = results / "teacher-seeds" / "runs.csv"  # scripts/teacher_spread.sh: teachers of other seeds
+        if teacher_runs.is_file():
+            shutil.copyfile(teacher_runs, build / "teacher_runs.csv")
+            write_spread(build / "teacher_runs.csv", build / "runs.csv", build / "tables")
         record = manifest(config_path, config, snakemake_log, parsed, missing_log)
         atomic_write_text(build / "MANIFEST.json", json.dumps(record, indent=1) + "\n")
     return out

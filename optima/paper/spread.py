@@ -47,19 +47,20 @@ def student_spread(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(args) -> int:
+def write_spread(runs_path, students_path, out_dir):
+    """Write ``teacher_spread.{md,csv}`` into ``out_dir`` (students_path: optional yardstick runs.csv)."""
     from pathlib import Path
 
     from optima.errors import DataError
     from optima.io import atomic_write_text
     from optima.paper.results import read_runs
 
-    table = teacher_spread(read_runs(args.runs))
+    table = teacher_spread(read_runs(runs_path))
     if table.empty:
-        raise DataError(f"{args.runs}: no teacher rows")
-    if args.students:
-        table = table.merge(student_spread(read_runs(args.students)), on=["task", "split"], how="left")
-    out = Path(args.out_dir)
+        raise DataError(f"{runs_path}: no teacher rows")
+    if students_path:
+        table = table.merge(student_spread(read_runs(students_path)), on=["task", "split"], how="left")
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "teacher_spread.csv", table.to_csv(index=False, float_format="%.4f"))
     columns = ["task", "split", "metric", "seeds", "values", "mean", "std", "range"] + (
@@ -68,5 +69,9 @@ def run(args) -> int:
     for row in table[columns].itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |")
     atomic_write_text(out / "teacher_spread.md", "\n".join(lines) + "\n")
-    print(out / "teacher_spread.md")
+    return out / "teacher_spread.md"
+
+
+def run(args) -> int:
+    print(write_spread(args.runs, args.students, args.out_dir))
     return 0

@@ -41,6 +41,7 @@ rule finetune:
         run_dir=run_dir_of,
         launcher=launcher,
     threads: 1
+    priority: 10  # every teacher before any student: the longest fine-tuning must not start last (a serial tail)
     resources:
         mem_mb=4000,
         runtime=240,

@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "params.yaml", "environment.yml")
-TRAIN_RULES = ("pretrain", "finetune", "distill")
+TRAIN_RULES = ("pretrain", "finetune", "distill", "distill_task")
 
 
 def _env() -> dict:
@@ -71,12 +71,15 @@ def expected_job_counts(config: dict) -> dict[str, int]:
         "prepare": len(set(tasks) | {"captions"}),  # pre-training reads the captions data
         "pretrain": 1,
         "finetune": len(tasks),
-        "distill": students,
         "collect": 1,
         "tables": 1,
         "figures": 1,
         "all": 1,
     }
+    if config["distill"].get("group_by", "task") == "task":
+        counts["distill_task"] = len(tasks)  # a task's students in turn, in one job
+    else:
+        counts["distill"] = students
     if (config["distill"].get("teacher_cache") or {}).get("mode", "never") != "never":
         counts["teacher_targets"] = len(tasks)  # the teacher's outputs, once per task
     if config["eval"].get("group_by", "task") == "run":
@@ -139,6 +142,13 @@ def test_dry_run_commands_follow_the_verb_contract(workdir):
     for line in out.splitlines():
         if line.strip().startswith("output:") and "seed1/model.safetensors" in line:
             assert "metrics.json" in line and "train_log.csv" in line
+    # distill.group_by: task: one job per task trains every method x seed into the same run directories
+    grouped = snakemake(workdir, "-n", "-p", "--configfile", "config/smoke.yaml", "--config", "distill={group_by: task}")
+    assert ("optima distill vqa --method finetune --method layerwise --method optima --seed 0 --seed 1"
+            " --config config/smoke.yaml --set distill.group_by=task --data data/smoke/vqa"
+            " --teacher results/smoke/teachers/vqa --targets results/smoke/teachers/vqa/targets"
+            " --out-root results/smoke/students/vqa --threads 1") in grouped.stdout
+    assert job_counts(grouped.stdout)["distill_task"] == len(load(workdir / "config/smoke.yaml")["tasks"])
 
 
 def test_paper_scale_dry_run_reads_the_official_files(tmp_path):
@@ -223,13 +233,14 @@ def test_paper_and_full_scales_are_what_they_claim():
 def test_profiles_name_existing_rules(workdir):
     """The profiles' per-rule threads/resources must follow rule renames; the local one must load."""
     rules = set(snakemake(workdir, "--list-rules").stdout.split())  # eval.group_by: task ...
-    rules |= set(snakemake(workdir, "--list-rules", "--config", "eval={group_by: run}").stdout.split())  # ... and run
+    rules |= set(snakemake(workdir, "--list-rules", "--config", "eval={group_by: run}",
+                           "distill={group_by: run}").stdout.split())  # ... and run
     for profile in ("default", "slurm"):
         settings = load(workdir / f"workflow/profiles/{profile}/config.yaml")
         named = set(settings.get("set-threads", {})) | set(settings.get("set-resources", {}))
         assert named <= rules, f"{profile}: unknown rules {sorted(named - rules)}"
     slurm = load(workdir / "workflow/profiles/slurm/config.yaml")
-    assert all(slurm["set-resources"][rule].get("gpu", 0) >= 1 for rule in TRAIN_RULES)
+    assert all(slurm["set-resources"][rule].get("gpu", 0) >= 1 for rule in TRAIN_RULES if rule != "distill_task")
     proc = snakemake(workdir, "-n", "--workflow-profile", "workflow/profiles/default")
     assert job_counts(proc.stdout) == expected_job_counts(load(workdir / "params.yaml"))
 

@@ -36,12 +36,14 @@ def add_arguments(parser) -> None:
 
 def module_gains(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame:
     """Per task and module: mean and std over seeds of the paired gain of ``fixed-<module>`` over ``finetune``
-    on the task's primary metric. Columns: task, module, gain, gain_std, seeds."""
-    from optima.paper.spec import PRIMARY_METRIC
+    on the task's primary metric, on the tables' scale (percent; CIDEr x100). Columns: task, module, gain,
+    gain_std, seeds."""
+    from optima.paper.spec import PRIMARY_COLUMNS
 
     rows = []
-    for task, metric in PRIMARY_METRIC.items():
-        part = runs[(runs.task == task) & (runs.split == split) & (runs.metric == metric)]
+    for task, column in PRIMARY_COLUMNS.items():
+        part = runs[(runs.task == task) & (runs.split == split) & (runs.metric == column.metric)]
+        part = part.assign(value=part["value"] * column.scale)
         base = part[part.method == BASELINE].set_index("seed")["value"]
         for module in MODULES:
             fixed = part[part.method == f"fixed-{module}"].set_index("seed")["value"]

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optima.paper.agreement import agreement, detrended_offsets, module_gains, reward_offsets, spearman
+from optima.paper.agreement import (agreement, detrended_offsets, module_gains, reward_offsets, selection_shares,
+                                    spearman)
 from optima.paper.spread import student_spread, teacher_spread
 
 
@@ -74,3 +75,13 @@ def test_teacher_spread_and_student_yardstick():
     assert spread["values"] == "60.00 62.00 64.00"
     yardstick = student_spread(runs).iloc[0]["student_seed_std"]
     assert yardstick == pytest.approx(np.median([np.std([50, 54], ddof=1), np.std([40, 41], ddof=1)]))
+
+
+def test_selection_shares_against_the_best_single_module():
+    gains = pd.DataFrame([{"task": "vqa", "module": m, "gain": g, "gain_std": 0.0, "seeds": 2}
+                          for m, g in (("vision", 3.0), ("text", -1.0), ("multimodal", 1.0))])
+    rounds = pd.DataFrame({"task": "vqa", "method": "optima", "seed": 0, "round": range(4),
+                           "arm": ["vision", "multimodal", "multimodal", "text"]})
+    row = selection_shares(rounds, gains).iloc[0]
+    assert (row["vision"], row["text"], row["multimodal"]) == (0.25, 0.25, 0.5)
+    assert (row["most_chosen"], row["best_single"]) == ("multimodal", "vision")

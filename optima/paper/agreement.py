@@ -10,7 +10,8 @@ Two rankings per task, both from validation data:
   shared time trend is taken out as OPTIMA's detrended credit takes it out.
 
 Agreement: Spearman's rank correlation of the two (1: same order, -1: reversed) and whether the top module
-is the same. Writes ``reward_agreement.{md,csv}``.
+is the same. Also OPTIMA's share of rounds per module beside the best single module. Writes
+``reward_agreement.{md,csv}`` and ``selection_shares.csv``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,22 @@ def agreement(gains: pd.DataFrame, offsets: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "reward", "gain_ranking", "reward_ranking", "spearman", "top_agrees"])
 
 
+def selection_shares(rounds: pd.DataFrame, gains: pd.DataFrame, method: str = "optima") -> pd.DataFrame:
+    """Per task: the share of the method's rounds (all seeds) spent on each module, its most chosen module,
+    and the module with the largest single-module gain; columns task, <module>..., most_chosen, best_single."""
+    from optima.paper.spec import TASKS
+
+    part = rounds[(rounds.method == method) & rounds["arm"].isin(MODULES)]
+    rows = []
+    for task in [t for t in TASKS if t in set(part.task)]:
+        counts = part[part.task == task]["arm"].value_counts()
+        shares = {m: float(counts.get(m, 0)) / float(counts.sum()) for m in MODULES}
+        gain = gains[gains.task == task].set_index("module")["gain"]
+        rows.append({"task": task, **shares, "most_chosen": max(shares, key=shares.get),
+                     "best_single": gain.idxmax() if not gain.empty else None})
+    return pd.DataFrame(rows, columns=["task", *MODULES, "most_chosen", "best_single"])
+
+
 def summary_by_reward(table: pd.DataFrame) -> pd.DataFrame:
     """Per reward kind: mean Spearman's rho over tasks and the number of tasks whose top module agrees."""
     return (table.groupby("reward", sort=False)
@@ -125,7 +142,7 @@ def summary_by_reward(table: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def render_markdown(table: pd.DataFrame, gains: pd.DataFrame) -> str:
+def render_markdown(table: pd.DataFrame, gains: pd.DataFrame, shares: pd.DataFrame) -> str:
     lines = ["| task | reward | ranking by single-module gain (val) | ranking by reward | Spearman ρ | same top module |",
              "|---|---|---|---|---|---|"]
     for row in table.itertuples():
@@ -140,6 +157,14 @@ def render_markdown(table: pd.DataFrame, gains: pd.DataFrame) -> str:
     for task, part in gains.groupby("task", sort=False):
         cells = {r.module: f"{r.gain:+.2f} ± {r.gain_std:.2f}" for r in part.itertuples()}
         lines.append(f"| {task} | " + " | ".join(cells.get(m, "–") for m in MODULES) + " |")
+    if not shares.empty:
+        lines += ["", "OPTIMA's rounds per module (all seeds, rounds with a recorded reward) against the best single module:", "",
+                  "| task | " + " | ".join(MODULES) + " | most chosen | best single module (val) | match |",
+                  "|---|" + "---|" * (len(MODULES) + 3)]
+        for row in shares.itertuples(index=False):
+            cells = " | ".join(f"{getattr(row, m):.0%}" for m in MODULES)
+            lines.append(f"| {row.task} | {cells} | {row.most_chosen} | {row.best_single} | "
+                         f"{'yes' if row.most_chosen == row.best_single else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,10 +191,12 @@ def write_agreement(runs_path, rounds_path, out_dir, split: str = "val", source:
     if offsets.empty:
         raise DataError(f"{rounds_path}: no logged rewards of method {source!r} (run it with distill.log_rewards)")
     table = agreement(gains, offsets)
+    shares = selection_shares(rounds, gains)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "reward_agreement.csv", table.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out / "reward_agreement.md", render_markdown(table, gains))
+    atomic_write_text(out / "selection_shares.csv", shares.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "reward_agreement.md", render_markdown(table, gains, shares))
     return out / "reward_agreement.md"
 
 

@@ -26,7 +26,7 @@ TASKS = ("vqa", "nlvr2")
 METHODS = ("finetune", "layerwise", "optima", "fixed-vision", "fixed-text", "fixed-multimodal")
 MANIFEST_KEYS = {"git_commit", "git_dirty", "config_file", "config_sha256", "config_hash", "date", "machine",
                  "snakemake_log", "snakemake_log_missing", "wall_time_s", "wall_time_start", "wall_time_end",
-                 "jobs", "stages"}
+                 "jobs", "stages", "run_commit", "other_stages_s"}
 
 # a Snakemake 9 run log, cut down: two prepare jobs in parallel, a pretrain job, a distill job that failed
 SNAKEMAKE_LOG = """\
@@ -118,6 +118,8 @@ def test_publish_writes_every_file_and_the_manifest(published):
     assert manifest["wall_time_s"] == 141.0 and manifest["jobs"] == 3
     assert manifest["stages"]["pretrain"] == {"jobs": 1, "job_s": 137.0, "first_start": "2026-12-02T02:24:30",
                                               "last_end": "2026-12-02T02:26:47"}
+    assert manifest["run_commit"] == manifest["git_commit"] and manifest["other_stages_s"] == {}
+
 
     rounds = pd.read_csv(out / "rounds.csv")
     assert list(rounds.columns[:7]) == ["task", "method", "seed", "round", "step", "arm", "reward"]
@@ -259,3 +261,13 @@ def test_published_claims_regenerate(tmp_path):
     assert _files(tmp_path) == _files(PUBLISHED / "tables")
     for name in _files(tmp_path):
         assert (tmp_path / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name
+
+
+def test_stage_times_are_parsed_and_checked():
+    from optima.errors import ConfigError
+    from optima.paper.publish import parse_stage_times
+
+    assert parse_stage_times(["teacher_spread=912", "x = 1.5"]) == {"teacher_spread": 912.0, "x": 1.5}
+    for bad in ("teacher_spread", "=3", "a=b"):
+        with pytest.raises(ConfigError, match="NAME=SECONDS"):
+            parse_stage_times([bad])

@@ -37,6 +37,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--snakemake-log", default=None,
                         help="the run's Snakemake log (default: the newest .snakemake/log/*.snakemake.log of a run "
                              "of --config that ran jobs)")
+    parser.add_argument("--run-commit", default=None,
+                        help="the commit the experiment ran at, when publish runs at a later one (recorded as run_commit)")
+    parser.add_argument("--stage-time", action="append", default=[], metavar="NAME=SECONDS",
+                        help="wall time of a step outside the Snakemake run (e.g. teacher_spread=900); repeatable")
 
 
 # ------------------------------------------------------------------------------------ Snakemake log
@@ -151,7 +155,7 @@ def machine_info() -> dict:
 
 
 def manifest(config_path: Path, config: dict, snakemake_log: Path | None, parsed: dict | None,
-             missing_log: str | None) -> dict:
+             missing_log: str | None, run_commit: str | None = None, other_stages: dict | None = None) -> dict:
     import hashlib
 
     from optima.config import config_hash
@@ -160,6 +164,7 @@ def manifest(config_path: Path, config: dict, snakemake_log: Path | None, parsed
     return {
         "git_commit": commit,
         "git_dirty": dirty,
+        "run_commit": run_commit or commit,  # the experiment's commit (publish may run at a later one)
         "config_file": str(config_path),
         "config_sha256": hashlib.sha256(config_path.read_bytes()).hexdigest(),
         "config_hash": config_hash(config),  # optima.config.config_hash of the resolved config
@@ -172,12 +177,29 @@ def manifest(config_path: Path, config: dict, snakemake_log: Path | None, parsed
         "wall_time_end": parsed["end"] if parsed else None,
         "jobs": parsed["jobs"] if parsed else None,
         "stages": parsed["rules"] if parsed else None,
+        "other_stages_s": other_stages or {},
     }
 
 
 # ------------------------------------------------------------------------------------ publish
 
-def publish(config_path, results, out, snakemake_log=None, log=None) -> Path:
+def parse_stage_times(items: list[str]) -> dict[str, float]:
+    """``["teacher_spread=900"]`` -> ``{"teacher_spread": 900.0}``; a malformed item is an error naming it."""
+    from optima.errors import ConfigError
+
+    times = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            times[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--stage-time {item!r}: expected NAME=SECONDS") from None
+        if not sep or not name.strip():
+            raise ConfigError(f"--stage-time {item!r}: expected NAME=SECONDS")
+    return times
+
+
+def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=None, other_stages=None) -> Path:
     """Build the published folder ``out``; return it."""
     import json
     import shutil
@@ -229,7 +251,7 @@ def publish(config_path, results, out, snakemake_log=None, log=None) -> Path:
         if teacher_runs.is_file():
             shutil.copyfile(teacher_runs, build / "teacher_runs.csv")
             write_spread(build / "teacher_runs.csv", build / "runs.csv", build / "tables")
-        record = manifest(config_path, config, snakemake_log, parsed, missing_log)
+        record = manifest(config_path, config, snakemake_log, parsed, missing_log, run_commit, other_stages)
         atomic_write_text(build / "MANIFEST.json", json.dumps(record, indent=1) + "\n")
     return out
 
@@ -238,7 +260,8 @@ def run(args) -> int:
     from optima.paper.common import setup_logging
 
     setup_logging("publish")
-    out = publish(args.config, args.results, args.out, args.snakemake_log)
+    out = publish(args.config, args.results, args.out, args.snakemake_log, run_commit=args.run_commit,
+                  other_stages=parse_stage_times(args.stage_time))
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         print(path)
     return 0

@@ -19,13 +19,16 @@ def add_arguments(parser) -> None:
 
 
 def teacher_spread(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task and split: the teacher's primary metric per seed, mean, std (ddof 1) and max - min."""
-    from optima.paper.spec import PRIMARY_METRIC
+    """Per task and split: the teacher's primary metric per seed (the tables' scale: percent, CIDEr x100),
+    mean, std (ddof 1) and max - min."""
+    from optima.paper.spec import PRIMARY_COLUMNS
 
     rows = []
     teachers = runs[runs.method == "teacher"]
-    for task, metric in PRIMARY_METRIC.items():
-        for split, part in teachers[(teachers.task == task) & (teachers.metric == metric)].groupby("split"):
+    for task, column in PRIMARY_COLUMNS.items():
+        metric = column.metric
+        selected = teachers[(teachers.task == task) & (teachers.metric == metric)]
+        for split, part in selected.assign(value=selected["value"] * column.scale).groupby("split"):
             values = part.sort_values("seed")["value"]
             rows.append({"task": task, "split": split, "metric": metric, "seeds": " ".join(map(str, part.sort_values("seed")["seed"])),
                          "values": " ".join(f"{v:.2f}" for v in values), "mean": values.mean(),
@@ -34,13 +37,14 @@ def teacher_spread(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def student_spread(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task and split: the median over methods of the students' seed std (the yardstick)."""
-    from optima.paper.spec import PRIMARY_METRIC
+    """Per task and split: the median over methods of the students' seed std (the yardstick), same scale."""
+    from optima.paper.spec import PRIMARY_COLUMNS
 
     rows = []
     students = runs[runs.role == "student"]
-    for task, metric in PRIMARY_METRIC.items():
-        part = students[(students.task == task) & (students.metric == metric)]
+    for task, column in PRIMARY_COLUMNS.items():
+        part = students[(students.task == task) & (students.metric == column.metric)]
+        part = part.assign(value=part["value"] * column.scale)
         for split, by_split in part.groupby("split"):
             stds = by_split.groupby("method")["value"].std(ddof=1)
             rows.append({"task": task, "split": split, "student_seed_std": float(stds.median())})

@@ -406,6 +406,9 @@ def _read_metrics(path: Path) -> dict:
     return record["metrics"]
 
 
+GROUPED = ("--config", "distill={group_by: task}")
+
+
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end(tmp_path):
     """The whole workflow on config/smoke.yaml: every table and figure, tables equal to the runs'
@@ -418,7 +421,8 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     config = load(work / "config/smoke.yaml")
     results = work / config["paths"]["results"]
-    snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml", timeout=1800)
+    # the students one job per task (distill.group_by: task, as in params.yaml): the grouped rule end to end
+    snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml", *GROUPED, timeout=1800)
 
     for name in planned_tables(config):
         assert (results / "tables" / name).stat().st_size > 0, name
@@ -447,9 +451,9 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     _check_main_table(main, expected, config)
 
     # nothing left to do; the report builds with the tables and figures in it
-    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml")
+    proc = snakemake(work, "-n", "--configfile", "config/smoke.yaml", *GROUPED)
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    snakemake(work, "--configfile", "config/smoke.yaml", "--report", "report.html", timeout=600)
+    snakemake(work, "--configfile", "config/smoke.yaml", *GROUPED, "--report", "report.html", timeout=600)
     report = (work / "report.html").read_text(errors="replace")
     assert "main.csv" in report and "comparison.png" in report
 

@@ -57,19 +57,14 @@ def module_gains(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "module", "gain", "gain_std", "seeds"])
 
 
-def reward_columns(kind: str) -> tuple[str, str]:
-    from optima.distill.rounds import REWARD_COLUMNS
-
-    return REWARD_COLUMNS[kind]
-
-
 def detrended_offsets(rounds: pd.DataFrame, kind: str, skip_rounds: int = 1) -> dict[str, float]:
     """Each module's offset in ``reward = slope * round + offset[module]`` (least squares, one run's rounds)."""
-    before, after = reward_columns(kind)
-    part = rounds[(rounds["round"] >= skip_rounds) & rounds["arm"].isin(MODULES)].dropna(subset=[before, after])
+    from optima.distill.rounds import REWARD_COLUMNS, round_reward
+
+    part = rounds[(rounds["round"] >= skip_rounds) & rounds["arm"].isin(MODULES)].dropna(subset=list(REWARD_COLUMNS[kind]))
     if part.empty:
         return {}
-    reward = (part[before] - part[after]) / part[before].abs().clip(lower=1e-12)
+    reward = part.apply(lambda row: round_reward(kind, row), axis=1)  # the formula the policy was fed
     arms = [m for m in MODULES if (part["arm"] == m).any()]
     design = np.column_stack([part["round"].to_numpy(float)] + [(part["arm"] == m).to_numpy(float) for m in arms])
     coef, *_ = np.linalg.lstsq(design, reward.to_numpy(float), rcond=None)
@@ -78,11 +73,13 @@ def detrended_offsets(rounds: pd.DataFrame, kind: str, skip_rounds: int = 1) -> 
 
 def reward_offsets(rounds: pd.DataFrame, source: str = SOURCE_METHOD) -> pd.DataFrame:
     """Per task, reward kind and module: the detrended offset averaged over the source method's seeds."""
+    from optima.distill.rounds import REWARD_COLUMNS
+
     rows = []
     part = rounds[rounds.method == source]
     for (task, seed), run in part.groupby(["task", "seed"]):
         for kind in REWARD_KINDS:
-            if not set(reward_columns(kind)) <= set(run.columns):
+            if not set(REWARD_COLUMNS[kind]) <= set(run.columns):
                 continue
             for module, offset in detrended_offsets(run, kind).items():
                 rows.append({"task": task, "seed": seed, "kind": kind, "module": module, "offset": offset})

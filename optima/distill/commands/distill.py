@@ -180,4 +180,3 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
                 "policy": method["policy"], "layer_map": layer_map}
     metrics = metrics_record(run_info, "val", validate()) if validate else None
     finish_run(out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
-    student.to(runtime.device)

@@ -235,12 +235,14 @@ def test_profiles_name_existing_rules(workdir):
     rules = set(snakemake(workdir, "--list-rules").stdout.split())  # eval.group_by: task ...
     rules |= set(snakemake(workdir, "--list-rules", "--config", "eval={group_by: run}",
                            "distill={group_by: run}").stdout.split())  # ... and run
-    for profile in ("default", "slurm"):
+    for profile in ("default", "slurm", "local-gpu"):
         settings = load(workdir / f"workflow/profiles/{profile}/config.yaml")
         named = set(settings.get("set-threads", {})) | set(settings.get("set-resources", {}))
         assert named <= rules, f"{profile}: unknown rules {sorted(named - rules)}"
-    slurm = load(workdir / "workflow/profiles/slurm/config.yaml")
-    assert all(slurm["set-resources"][rule].get("gpu", 0) >= 1 for rule in TRAIN_RULES if rule != "distill_task")
+        if profile != "default":  # every training job (either grouping) gets a GPU and matching threads
+            for rule in TRAIN_RULES + ("teacher_targets",):
+                assert settings["set-resources"][rule].get("gpu", 0) >= 1, f"{profile}: {rule} has no GPU"
+                assert rule in settings["set-threads"], f"{profile}: {rule} has no threads"
     proc = snakemake(workdir, "-n", "--workflow-profile", "workflow/profiles/default")
     assert job_counts(proc.stdout) == expected_job_counts(load(workdir / "params.yaml"))
 

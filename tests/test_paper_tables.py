@@ -61,7 +61,7 @@ def _tables(runs, out, *extra):
 def test_writes_every_table_in_three_formats(paper):
     names = sorted(p.name for p in paper["tables"].iterdir())
     assert names == sorted(f"{t}.{f}" for t in ("main", "comparison", "ablation", "single_module")
-                           for f in ("md", "tex", "csv"))
+                           for f in ("md", "tex", "csv"))  # one fixed-* method: no module_pairs table
 
 
 def test_main_table_means_and_stds_equal_the_inputs(paper):
@@ -279,6 +279,8 @@ def test_planned_tables_for_the_shipped_configs(repo_root):
     assert planned_tables(config)[-3:] == ["ablation.md", "ablation.tex", "ablation.csv"]
     config["distill"]["run"] = ["finetune", "layerwise", "fixed-text"]
     assert planned_tables(config)[-3:] == ["single_module.md", "single_module.tex", "single_module.csv"]
+    config["distill"]["run"] = ["finetune", "fixed-text", "fixed-vision"]
+    assert planned_tables(config)[-3:] == ["module_pairs.md", "module_pairs.tex", "module_pairs.csv"]
 
 
 # ---------------------------------------------------------------- the single-module table
@@ -318,3 +320,27 @@ def test_single_module_ties_and_missing_baseline(tmp_path):
     md = (tmp_path / "u" / "single_module.md").read_text()
     assert "No 'finetune' runs in runs.csv: no gains." in md
     assert {r[0]: r for r in _md_rows(tmp_path / "u" / "single_module.md")}["Text only"][1:3] == ["61.5 ± 0.7", "–"]
+
+
+def test_module_pairs_are_paired_t_tests_between_single_modules(tmp_path):
+    """Every pair of single modules in module order, first − second, against scipy on the shared seeds."""
+    vqa = {"finetune": [60.0, 61.0, 62.0], "fixed-vision": [61.0, 62.5, 64.0, 63.0],
+           "fixed-text": [60.5, 61.5, 62.0], "fixed-multimodal": [62.0, 63.5, None], "layerwise": [63.0, 64.0, 66.0]}
+    runs = _write_runs(tmp_path / "runs.csv", _vqa(vqa))
+    assert _tables(runs, tmp_path / "t") == 0
+    csv = pd.read_csv(tmp_path / "t" / "module_pairs.csv", dtype={"seeds": str})
+    assert list(csv["modules"]) == ["vision − text", "vision − multimodal", "text − multimodal"]
+    pair = csv.set_index("modules").loc["vision − text"]
+    expected = stats.ttest_rel([61.0, 62.5, 64.0], [60.5, 61.5, 62.0])  # seed 3: vision only, unpaired
+    assert pair["n"] == 3 and pair["seeds"] == "0 1 2"
+    assert pair["mean_diff"] == pytest.approx(np.mean([0.5, 1.0, 2.0]))
+    assert pair["p_ttest"] == pytest.approx(expected.pvalue)
+    assert pair["ci_low"] == pytest.approx(expected.confidence_interval().low)
+    assert csv.set_index("modules").loc["text − multimodal", "seeds"] == "0 1"  # multimodal lacks seed 2
+    rows = _md_rows(tmp_path / "t" / "module_pairs.md")
+    assert rows[0][:4] == ["VQA score", "vision − text", "3", "+1.17"]
+    assert "positive means distilling only the first module beats" in (tmp_path / "t" / "module_pairs.md").read_text()
+    runs = _write_runs(tmp_path / "runs.csv", _vqa({k: vqa[k] for k in ("finetune", "fixed-text", "layerwise")}))
+    (tmp_path / "t" / "module_pairs.md").write_text("stale")
+    assert _tables(runs, tmp_path / "t") == 0
+    assert not (tmp_path / "t" / "module_pairs.md").exists()  # one module: no pairs, and no stale table

@@ -9,6 +9,9 @@
 - ``single_module``: no distillation, each module distilled alone (fixed policy), layerwise; per task
   the primary metric and its gain over no distillation, paired by seed, and the modules ranked by gain;
   written only when fixed-policy methods were run.
+- ``module_pairs``: the single modules against each other per task (paired by seed, 95 % t-interval,
+  paired t-test): whether two modules' gains differ by more than seed noise; written only when at least
+  two fixed-policy methods were run.
 
 Each is written as Markdown (.md), booktabs LaTeX (.tex) and CSV (full-precision numbers).
 """
@@ -22,6 +25,7 @@ TABLES = {
     "comparison": "OPTIMA minus each baseline, paired by seed: mean difference, 95% CI, paired tests",
     "ablation": "OPTIMA against other adaptive module-selection policies and their settings",
     "single_module": "One module distilled at a time: primary metric and gain over no distillation, modules ranked",
+    "module_pairs": "The single modules against each other per task, paired by seed: difference, 95% CI, paired t-test",
 }
 FORMATS = ("md", "tex", "csv")
 AVERAGE_MODES = ("displayed", "teacher_relative")
@@ -55,8 +59,11 @@ def planned_tables(config: dict, reference: str = "optima") -> list[str]:
     policies = method_policies(methods, config)
     if any(is_ablation(m, policies[m], reference) for m in methods):
         names.append("ablation")
-    if any(policies[m] == "fixed" for m in methods):
+    fixed = sum(policies[m] == "fixed" for m in methods)
+    if fixed:
         names.append("single_module")
+    if fixed >= 2:
+        names.append("module_pairs")
     return [f"{name}.{fmt}" for name in names for fmt in FORMATS]
 
 
@@ -227,6 +234,41 @@ def main_table(data: TableInputs, decimals: int = 1):
                            ["Bold: best student (teacher excluded) per column; ties at the printed precision all bold."])
 
 
+def _difference_cells(d: dict, decimals: int) -> list:
+    """n, mean difference, CI, paired-t p and Wilcoxon p of a `paired_difference` result, as table cells."""
+    from optima.paper.render import Cell
+
+    if d["n"] == 0:
+        ci = "– (no shared seed)"
+    elif d["n"] == 1:
+        ci = "– (n < 2)"
+    else:
+        ci = f"[{_fmt(d['ci_low'], decimals, True)}, {_fmt(d['ci_high'], decimals, True)}]"
+    p_t = _fmt_p(d["p_ttest"])
+    if d["n"] >= 2 and d["note"].startswith("identical"):
+        p_t = "– (no variance)"
+    return [Cell(str(d["n"])), Cell(_fmt(d["mean"], decimals, True)), Cell(ci), Cell(p_t), Cell(_fmt_p(d["p_wilcoxon"]))]
+
+
+def _difference_record(d: dict, confidence: float) -> dict:
+    """The CSV columns of a `paired_difference` result (full precision)."""
+    return {"n": d["n"], "seeds": " ".join(map(str, d["seeds"])),
+            "reference_mean": d["reference_mean"], "baseline_mean": d["baseline_mean"],
+            "mean_diff": d["mean"], "std_diff": d["std"], "ci_low": d["ci_low"],
+            "ci_high": d["ci_high"], "confidence": confidence, "t": d["t"],
+            "p_ttest": d["p_ttest"], "p_wilcoxon": d["p_wilcoxon"], "note": d["note"]}
+
+
+def _difference_notes(split: str, what: str, confidence: float, meaning: str) -> list[str]:
+    from optima.paper.stats import WILCOXON_MIN_N
+
+    level = f"{confidence * 100:g}%"
+    return [f"Split: {split}. Δ: per-seed difference {what} on the seeds both ran (n), averaged; {meaning}.",
+            f"{level} CI: t-interval of the mean difference (n − 1 degrees of freedom); p (paired t): two-sided "
+            f"scipy.stats.ttest_rel; p (Wilcoxon): two-sided signed-rank test, only when n ≥ {WILCOXON_MIN_N}. "
+            "With n < 2 no interval or test exists (–)."]
+
+
 def comparison_table(data: TableInputs, decimals: int = 2, confidence: float = 0.95):
     """Reference minus each baseline per column, paired by seed; None when the reference or every
     baseline is missing."""
@@ -234,7 +276,7 @@ def comparison_table(data: TableInputs, decimals: int = 2, confidence: float = 0
 
     from optima.paper.render import Cell, Table
     from optima.paper.spec import display_name
-    from optima.paper.stats import WILCOXON_MIN_N, paired_difference
+    from optima.paper.stats import paired_difference
 
     ref = data.reference
     baselines = [m for m in data.students if m != ref]
@@ -245,32 +287,14 @@ def comparison_table(data: TableInputs, decimals: int = 2, confidence: float = 0
     for baseline in baselines:
         for i, (key, label) in enumerate(zip(data.keys(), data.labels())):
             d = paired_difference(data.values(ref, key), data.values(baseline, key), confidence)
-            if d["n"] == 0:
-                ci = "– (no shared seed)"
-            elif d["n"] == 1:
-                ci = "– (n < 2)"
-            else:
-                ci = f"[{_fmt(d['ci_low'], decimals, True)}, {_fmt(d['ci_high'], decimals, True)}]"
-            p_t = _fmt_p(d["p_ttest"])
-            if d["n"] >= 2 and d["note"].startswith("identical"):
-                p_t = "– (no variance)"
-            rows.append([Cell(display_name(baseline) if i == 0 else ""), Cell(label), Cell(str(d["n"])),
-                         Cell(_fmt(d["mean"], decimals, True)), Cell(ci), Cell(p_t), Cell(_fmt_p(d["p_wilcoxon"]))])
+            rows.append([Cell(display_name(baseline) if i == 0 else ""), Cell(label), *_difference_cells(d, decimals)])
             records.append({"reference": ref, "baseline": baseline, "column": key, "label": label,
-                            "n": d["n"], "seeds": " ".join(map(str, d["seeds"])),
-                            "reference_mean": d["reference_mean"], "baseline_mean": d["baseline_mean"],
-                            "mean_diff": d["mean"], "std_diff": d["std"], "ci_low": d["ci_low"],
-                            "ci_high": d["ci_high"], "confidence": confidence, "t": d["t"],
-                            "p_ttest": d["p_ttest"], "p_wilcoxon": d["p_wilcoxon"], "note": d["note"]})
+                            **_difference_record(d, confidence)})
         rules.append(len(rows) - 1)
     header = ["Baseline", "Metric", "n", f"Δ ({display_name(ref)} − baseline)", f"{level} CI",
               "p (paired t)", "p (Wilcoxon)"]
-    notes = [f"Split: {data.split}. Δ: per-seed difference {display_name(ref)} − baseline on the seeds both ran "
-             f"(n), averaged; positive means {display_name(ref)} is better.",
-             f"{level} CI: t-interval of the mean difference (n − 1 degrees of freedom); p (paired t): two-sided "
-             f"scipy.stats.ttest_rel; p (Wilcoxon): two-sided signed-rank test, only when n ≥ {WILCOXON_MIN_N}. "
-             "With n < 2 no interval or test exists (–).",
-             _UNITS_NOTE, *data.notes]
+    notes = [*_difference_notes(data.split, f"{display_name(ref)} − baseline", confidence,
+                                f"positive means {display_name(ref)} is better"), _UNITS_NOTE, *data.notes]
     table = Table(f"{display_name(ref)} against each baseline (paired by seed)", header, rows, "llrrrrr",
                   tuple(rules), notes)
     return table, pd.DataFrame.from_records(records)
@@ -386,6 +410,40 @@ def single_module_table(data: TableInputs, config: dict | None, decimals: int = 
     return table, frame.astype({"rank": "Int64"})  # whole ranks, empty for the methods that are no module
 
 
+def module_pairs_table(data: TableInputs, config: dict | None, decimals: int = 2, confidence: float = 0.95):
+    """Per task (primary metric), every pair of single-module methods in module order (vision, text,
+    multimodal), first − second, paired by seed: does one module's distillation beat another's by more than
+    seed noise? None with fewer than two single-module methods."""
+    import pandas as pd
+
+    from optima.paper.render import Cell, Table
+    from optima.paper.spec import fixed_arm, single_module_methods
+    from optima.paper.stats import paired_difference
+
+    fixed = [m for m in single_module_methods(data.students, config) if fixed_arm(m, config)]
+    columns = [c for c in data.columns if c.primary]
+    if len(fixed) < 2 or not columns:
+        return None
+    pairs = [(a, b) for i, a in enumerate(fixed) for b in fixed[i + 1:]]
+    rows, records, rules = [], [], []
+    for column in columns:
+        for i, (a, b) in enumerate(pairs):
+            d = paired_difference(data.values(a, column.key), data.values(b, column.key), confidence)
+            names = f"{fixed_arm(a, config)} − {fixed_arm(b, config)}"
+            rows.append([Cell(column.label if i == 0 else ""), Cell(names), *_difference_cells(d, decimals)])
+            records.append({"task": column.task, "column": column.key, "label": column.label, "first": a,
+                            "second": b, "modules": names, **_difference_record(d, confidence)})
+        rules.append(len(rows) - 1)
+    header = ["Metric", "Modules", "n", "Δ (first − second)", f"{confidence * 100:g}% CI", "p (paired t)",
+              "p (Wilcoxon)"]
+    notes = [*_difference_notes(data.split, "first − second", confidence,
+                                "positive means distilling only the first module beats distilling only the second"),
+             _UNITS_NOTE, *(n for n in data.notes if not n.startswith("Average:"))]  # this table has no average
+    table = Table("Single-module analysis: the modules against each other (paired by seed)", header, rows,
+                  "llrrrrr", tuple(rules), notes)
+    return table, pd.DataFrame.from_records(records)
+
+
 def build_tables(runs, config: dict | None = None, split: str | None = None, reference: str = "optima",
                  decimals: int = 1, average: str = "displayed", confidence: float = 0.95, log=None) -> dict:
     """name -> (Table, csv DataFrame) or None when the table does not apply to these runs."""
@@ -404,6 +462,7 @@ def build_tables(runs, config: dict | None = None, split: str | None = None, ref
         "comparison": comparison_table(data, decimals + 1, confidence),
         "ablation": ablation_table(data, config, decimals),
         "single_module": single_module_table(data, config, decimals),
+        "module_pairs": module_pairs_table(data, config, decimals + 1, confidence),
     }
 
 
@@ -427,7 +486,8 @@ def write_tables(runs_path, out_dir, config: dict | None = None, split: str | No
         if built is None:
             why = {"comparison": f"no {reference!r} and baseline runs",
                    "ablation": f"no adaptive-policy methods other than {reference!r}",
-                   "single_module": "no single-module (fixed-policy) methods"}[name]
+                   "single_module": "no single-module (fixed-policy) methods",
+                   "module_pairs": "fewer than two single-module (fixed-policy) methods"}[name]
             LOG.info("skipped %s table: %s in %s", name, why, runs_path)
             for stale in paths:  # a table from an earlier run must not pass for a current one
                 if stale.exists():

@@ -11,7 +11,7 @@ fi
 # Skip the (slow) resolver when this exact pyproject.toml is already installed.
 stamp=.venv/.optima-installed
 if [[ ! -f $stamp ]] || ! cmp -s pyproject.toml "$stamp"; then
-  # torch's CUDA build and its libraries take about 6 GB: say so before pip fails half-way with ENOSPC
+  # torch's CUDA build and its libraries take about 6 GB, plus room to unpack: warn before pip fails with ENOSPC
   free_kb=$(df -Pk .venv | awk 'NR == 2 {print $4}')
   if [[ ${free_kb:-0} -lt 7000000 ]] && ! compgen -G ".venv/lib/python3*/site-packages/torch" >/dev/null; then
     echo "warning: $((free_kb / 1024)) MB free on the disk of .venv; installing torch needs about 7 GB" >&2

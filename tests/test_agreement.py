@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optima.errors import DataError
 from optima.paper.agreement import (agreement, detrended_offsets, module_gains, reward_offsets, selection_shares,
                                     spearman)
-from optima.paper.spread import student_spread, teacher_spread
+from optima.paper.spread import student_spread, teacher_shift, teacher_spread
 
 
 def runs_frame(values: dict) -> pd.DataFrame:
@@ -75,6 +76,17 @@ def test_teacher_spread_and_student_yardstick():
     assert spread["values"] == "60.00 62.00 64.00"
     yardstick = student_spread(runs).iloc[0]["student_seed_std"]
     assert yardstick == pytest.approx(np.median([np.std([50, 54], ddof=1), np.std([40, 41], ddof=1)]))
+
+
+def test_teacher_shift_is_the_same_seed_against_the_reference():
+    reference = runs_frame({("vqa", "teacher", 0): 60.0, ("nlvr2", "teacher", 0): 0.70, ("vqa", "teacher", 1): 99.0,
+                            ("vqa", "layerwise", 0): 50.0})
+    retrained = runs_frame({("vqa", "teacher", 0): 61.5, ("nlvr2", "teacher", 0): 0.68})
+    shift = teacher_shift(retrained, reference).set_index("task")
+    assert shift.loc["vqa", ["reference", "value", "shift"]].tolist() == pytest.approx([60.0, 61.5, 1.5])
+    assert shift.loc["nlvr2", "shift"] == pytest.approx(-2.0) and set(shift["seed"]) == {0}  # accuracy in percent
+    with pytest.raises(DataError, match="no reference teacher for vqa val seed 2"):
+        teacher_shift(runs_frame({("vqa", "teacher", 2): 61.0}), reference)
 
 
 def test_selection_shares_against_the_best_single_module():

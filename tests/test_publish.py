@@ -14,6 +14,7 @@ from optima.cli import main
 from optima.config import load_config
 from optima.paper.figures import planned_figures
 from optima.paper.logs import CompactLogs, TrainLogs
+from optima.paper.spec import PRIMARY_COLUMNS
 from optima.paper.publish import find_snakemake_log, parse_snakemake_log
 from optima.paper.tables import planned_tables
 
@@ -258,9 +259,41 @@ def test_published_claims_regenerate(tmp_path):
     if (PUBLISHED / "teacher_runs.csv").is_file():
         assert main(["spread", "--runs", str(PUBLISHED / "teacher_runs.csv"), "--students", str(PUBLISHED / "runs.csv"),
                      "--out-dir", str(tmp_path)]) == 0
+    for kernel_runs in PUBLISHED.glob("teacher_runs_*.csv"):  # seed 0's teachers retrained with other CPU kernels
+        assert main(["spread", "--runs", str(kernel_runs), "--against", str(PUBLISHED / "runs.csv"),
+                     "--students", str(PUBLISHED / "runs.csv"), "--out-dir", str(tmp_path),
+                     "--name", kernel_runs.stem.replace("teacher_runs_", "teacher_shift_")]) == 0
     assert _files(tmp_path) == _files(PUBLISHED / "tables")
     for name in _files(tmp_path):
         assert (tmp_path / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name
+
+
+def test_publish_tabulates_retrained_teachers(published, tmp_path):
+    """Teachers of other seeds (teacher-seeds/) and seed 0's retrained with other kernels (teacher-kernels/ISA/)
+    are published with their tables: the spread over seeds and the shift against the run's own teachers."""
+    results = tmp_path / "results"
+    shutil.copytree(published["results"], results)
+    runs = pd.read_csv(results / "eval" / "runs.csv")
+    teachers = runs[runs.method == "teacher"]
+    seeds = pd.concat([teachers, teachers.assign(seed=1, value=teachers["value"] + 0.02)])
+    (results / "teacher-seeds").mkdir()
+    seeds.to_csv(results / "teacher-seeds" / "runs.csv", index=False)
+    (results / "teacher-kernels" / "avx2").mkdir(parents=True)
+    teachers.assign(value=teachers["value"] - 0.01).to_csv(results / "teacher-kernels" / "avx2" / "runs.csv", index=False)
+    out = tmp_path / "claims"
+    assert main(["publish", "--config", str(published["config"]), "--results", str(results), "--out", str(out),
+                 "--snakemake-log", str(published["log"])]) == 0
+    assert {"teacher_runs.csv", "teacher_runs_avx2.csv", "tables/teacher_spread.md",
+            "tables/teacher_shift_avx2.md", "tables/teacher_shift_avx2.csv"} <= set(_files(out))
+    shift = pd.read_csv(out / "tables" / "teacher_shift_avx2.csv")
+    splits = shift["split"].nunique()
+    assert len(shift) == len(TASKS) * splits and (shift["seed"] == 0).all()
+    for row in shift.itertuples():  # the tables' scale: VQA in percent already, accuracies x100
+        assert row.shift == pytest.approx(-0.01 * PRIMARY_COLUMNS[row.task].scale, abs=1e-4), row.task  # csv: 4 decimals
+    spread = pd.read_csv(out / "tables" / "teacher_spread.csv")
+    assert len(spread) == len(TASKS) * splits
+    for row in spread.itertuples():
+        assert row.std == pytest.approx(0.02 * PRIMARY_COLUMNS[row.task].scale / 2 ** 0.5, abs=1e-4), row.task
 
 
 def test_stage_times_are_parsed_and_checked():

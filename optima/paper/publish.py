@@ -251,6 +251,12 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
         if teacher_runs.is_file():
             shutil.copyfile(teacher_runs, build / "teacher_runs.csv")
             write_spread(build / "teacher_runs.csv", build / "runs.csv", build / "tables")
+        # scripts/teacher_spread.sh --kernels ISA: seed 0's teachers retrained with other CPU kernels
+        for kernel_runs in sorted((results / "teacher-kernels").glob("*/runs.csv")):
+            isa = kernel_runs.parent.name
+            shutil.copyfile(kernel_runs, build / f"teacher_runs_{isa}.csv")
+            write_spread(build / f"teacher_runs_{isa}.csv", build / "runs.csv", build / "tables",
+                         against_path=build / "runs.csv", name=f"teacher_shift_{isa}")
         record = manifest(config_path, config, snakemake_log, parsed, missing_log, run_commit, other_stages)
         atomic_write_text(build / "MANIFEST.json", json.dumps(record, indent=1) + "\n")
     return out

@@ -4,6 +4,10 @@ Reads a runs.csv holding the teachers of several global seeds (``scripts/teacher
 ``teacher_spread.{md,csv}``: per task and split, the primary metric of each seed, its mean, std and range.
 The students' seed spread (same split) is the yardstick: a teacher spread below it means the comparison of
 students does not hinge on which teacher was drawn.
+
+With ``--against REFERENCE_RUNS`` it compares instead the same seed's teacher retrained under another
+condition (``scripts/teacher_spread.sh CONFIG --kernels avx2``: other CPU kernels, a stand-in for another
+machine) with the reference's, and writes ``teacher_shift.{md,csv}``.
 """
 
 from __future__ import annotations
@@ -15,25 +19,56 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", required=True, help="runs.csv with the teachers' rows (method teacher)")
     parser.add_argument("--students", default=None,
                         help="runs.csv of the students of one teacher: their seed std per method is reported beside it")
-    parser.add_argument("--out-dir", required=True, help="where teacher_spread.md and .csv go")
+    parser.add_argument("--against", default=None,
+                        help="runs.csv with the reference teachers (same seed): write teacher_shift.{md,csv}, "
+                             "--runs's teachers minus these, instead of the spread over seeds")
+    parser.add_argument("--out-dir", required=True, help="where teacher_spread.md and .csv (or teacher_shift) go")
+    parser.add_argument("--name", default=None,
+                        help="file name stem of the table (default: teacher_spread, or teacher_shift with --against)")
+
+
+def _primary_teacher_values(runs: pd.DataFrame) -> pd.DataFrame:
+    """The teachers' primary metric per task, split and seed, on the tables' scale (percent, CIDEr x100)."""
+    from optima.paper.spec import PRIMARY_COLUMNS
+
+    teachers = runs[runs.method == "teacher"]
+    parts = []
+    for task, column in PRIMARY_COLUMNS.items():
+        selected = teachers[(teachers.task == task) & (teachers.metric == column.metric)]
+        parts.append(selected.assign(value=selected["value"] * column.scale)[["task", "split", "metric", "seed", "value"]])
+    return pd.concat(parts, ignore_index=True)
 
 
 def teacher_spread(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task and split: the teacher's primary metric per seed (the tables' scale: percent, CIDEr x100),
     mean, std (ddof 1) and max - min."""
-    from optima.paper.spec import PRIMARY_COLUMNS
-
     rows = []
-    teachers = runs[runs.method == "teacher"]
-    for task, column in PRIMARY_COLUMNS.items():
-        metric = column.metric
-        selected = teachers[(teachers.task == task) & (teachers.metric == metric)]
-        for split, part in selected.assign(value=selected["value"] * column.scale).groupby("split"):
-            values = part.sort_values("seed")["value"]
-            rows.append({"task": task, "split": split, "metric": metric, "seeds": " ".join(map(str, part.sort_values("seed")["seed"])),
+    for (task, metric), by_task in _primary_teacher_values(runs).groupby(["task", "metric"], sort=False):
+        for split, part in by_task.groupby("split"):
+            part = part.sort_values("seed")
+            values = part["value"]
+            rows.append({"task": task, "split": split, "metric": metric, "seeds": " ".join(map(str, part["seed"])),
                          "values": " ".join(f"{v:.2f}" for v in values), "mean": values.mean(),
                          "std": values.std(ddof=1), "range": values.max() - values.min()})
     return pd.DataFrame(rows)
+
+
+def teacher_shift(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Per task and split: the teacher of ``runs`` against the same seed's teacher in ``reference``
+    (reference, value, shift = value - reference). A seed missing from the reference is an error."""
+    from optima.errors import DataError
+
+    keys = ["task", "split", "metric", "seed"]
+    ours, theirs = _primary_teacher_values(runs), _primary_teacher_values(reference)
+    merged = ours.merge(theirs, on=keys, how="left", suffixes=("", "_reference"), validate="one_to_one")
+    missing = merged[merged["value_reference"].isna()]
+    if not missing.empty:
+        first = missing.iloc[0]
+        raise DataError(f"no reference teacher for {first.task} {first.split} seed {first.seed} "
+                        f"({len(missing)} row(s) without one)")
+    return pd.DataFrame({"task": merged["task"], "split": merged["split"], "metric": merged["metric"],
+                         "seed": merged["seed"], "reference": merged["value_reference"], "value": merged["value"],
+                         "shift": merged["value"] - merged["value_reference"]})
 
 
 def student_spread(runs: pd.DataFrame) -> pd.DataFrame:
@@ -51,31 +86,33 @@ def student_spread(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_spread(runs_path, students_path, out_dir):
-    """Write ``teacher_spread.{md,csv}`` into ``out_dir`` (students_path: optional yardstick runs.csv)."""
+def write_spread(runs_path, students_path, out_dir, against_path=None, name=None):
+    """Write ``teacher_spread.{md,csv}`` into ``out_dir`` (students_path: optional yardstick runs.csv), or,
+    with ``against_path``, ``teacher_shift.{md,csv}``: the teachers of runs_path minus those of against_path.
+    ``name``: another file name stem."""
     from pathlib import Path
 
     from optima.errors import DataError
     from optima.io import atomic_write_text
     from optima.paper.results import read_runs
 
-    table = teacher_spread(read_runs(runs_path))
+    runs = read_runs(runs_path)
+    table = teacher_shift(runs, read_runs(against_path)) if against_path else teacher_spread(runs)
     if table.empty:
         raise DataError(f"{runs_path}: no teacher rows")
     if students_path:
         table = table.merge(student_spread(read_runs(students_path)), on=["task", "split"], how="left")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "teacher_spread.csv", table.to_csv(index=False, float_format="%.4f"))
-    columns = ["task", "split", "metric", "seeds", "values", "mean", "std", "range"] + (
-        ["student_seed_std"] if "student_seed_std" in table else [])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in table[columns].itertuples(index=False):
+    name = name or ("teacher_shift" if against_path else "teacher_spread")
+    atomic_write_text(out / f"{name}.csv", table.to_csv(index=False, float_format="%.4f"))
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    atomic_write_text(out / "teacher_spread.md", "\n".join(lines) + "\n")
-    return out / "teacher_spread.md"
+    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
+    return out / f"{name}.md"
 
 
 def run(args) -> int:
-    print(write_spread(args.runs, args.students, args.out_dir))
+    print(write_spread(args.runs, args.students, args.out_dir, args.against, args.name))
     return 0

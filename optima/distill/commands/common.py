@@ -50,6 +50,15 @@ def read_run_info(run_dir: str | Path, expect_role: str | None = None, expect_ta
     return info
 
 
+def training_environment(runtime) -> dict:
+    """What decides a run's floating-point path besides the seed: torch, the device and, on a CPU, the
+    instruction set of ATen's kernels (ATEN_CPU_CAPABILITY): runs differ across machines through these."""
+    import torch
+
+    return {"torch": torch.__version__, "device": str(runtime.device),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict, run_info: dict,
                metrics: dict | None) -> None:
     """Write the run's outputs, metrics.json last: its presence means the run is complete."""
@@ -68,7 +77,7 @@ def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict
         os.replace(item, run_dir / item.name)
     staging.rmdir()
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    atomic_write_json(run_dir / "run_info.json", run_info)
+    atomic_write_json(run_dir / "run_info.json", {**run_info, "environment": training_environment(runtime)})
     train_log.write(run_dir / "train_log.csv")
     live = run_dir / "train_log.inprogress.csv"
     if live.exists():

@@ -1,0 +1,75 @@
+"""scripts/teacher_spread.sh: the teachers of a config retrained with other seeds (the spread) or, with
+--kernels ISA, with the same seed on other CPU kernels (the shift), tabulated against the config's run."""
+
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from optima.paper.spec import PRIMARY_COLUMNS
+from tests.test_workflow import ROOT, _env, copy_workflow, snakemake
+
+SCRIPT = "scripts/teacher_spread.sh"
+
+
+def _native_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
+def _script(work, *args, check=True):
+    proc = subprocess.run(["bash", SCRIPT, *args], cwd=work, env=_env(), capture_output=True, text=True, timeout=1800)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "usage:"),
+    (["--kernels", "no-such-isa"], "ATEN_CPU_CAPABILITY=no-such-isa: torch runs"),
+    (["--kernels", _native_capability()], "this machine already runs"),
+])
+def test_bad_arguments_fail_before_training(args, message):
+    proc = _script(ROOT, "config/smoke.yaml", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.very_slow  # a one-task smoke run, then its teachers twice more (another seed, other kernels)
+def test_spread_over_seeds_and_shift_on_other_kernels(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    (work / "scripts").mkdir(exist_ok=True)
+    (work / SCRIPT).write_text((ROOT / SCRIPT).read_text())
+    config = yaml.safe_load((work / "config/smoke.yaml").read_text())
+    config["tasks"] = ["vqa"]
+    config["distill"]["run"] = ["finetune", "layerwise"]
+    config["distill"]["seeds"] = [0, 1]
+    (work / "config/one-task.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    results = work / config["paths"]["results"]
+    snakemake(work, "--cores", "2", "--configfile", "config/one-task.yaml", timeout=1800)
+
+    _script(work, "config/one-task.yaml", "1")
+    spread = pd.read_csv(results / "teacher-seeds" / "teacher_spread.csv")
+    test = spread[spread.split == config["eval"]["split"]].iloc[0]
+    assert (test["task"], test["seeds"]) == ("vqa", "0 1") and test["student_seed_std"] >= 0
+    scale = PRIMARY_COLUMNS["vqa"].scale
+    teacher = pd.read_csv(results / "eval" / "runs.csv").query("method == 'teacher' and metric == 'overall'")
+    seed0 = teacher[teacher.split == config["eval"]["split"]]["value"].iloc[0] * scale
+    assert float(test["values"].split()[0]) == pytest.approx(seed0, abs=0.01)
+
+    isa = "default" if _native_capability() != "default" else pytest.skip("no kernels below this CPU's")
+    _script(work, "config/one-task.yaml", "--kernels", isa)
+    root = results / "teacher-kernels" / isa
+    shift = pd.read_csv(root / "teacher_shift.csv").set_index("split")
+    retrained = pd.read_csv(root / "runs.csv").query("method == 'teacher' and metric == 'overall'").set_index("split")
+    for split, row in shift.iterrows():
+        assert row["seed"] == 0 and row["value"] == pytest.approx(retrained.loc[split, "value"] * scale, abs=1e-4)
+        assert row["shift"] == pytest.approx(row["value"] - row["reference"], abs=2e-4)
+    assert shift.loc[config["eval"]["split"], "reference"] == pytest.approx(seed0, abs=1e-4)
+    # the retrain really ran on the other kernels: run_info.json records the capability each run trained with
+    for run, expected in ((results / "teachers", _native_capability()), (root / "teachers", isa)):
+        for stage in ("pretrain", "vqa"):
+            environment = json.loads((run / stage / "run_info.json").read_text())["environment"]
+            assert environment["cpu_capability"].lower() == expected, (run, stage)

@@ -14,8 +14,8 @@ from optima.cli import main
 from optima.config import load_config
 from optima.paper.figures import planned_figures
 from optima.paper.logs import CompactLogs, TrainLogs
-from optima.paper.spec import PRIMARY_COLUMNS
 from optima.paper.publish import find_snakemake_log, parse_snakemake_log
+from optima.paper.spec import PRIMARY_COLUMNS
 from optima.paper.tables import planned_tables
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_paper"))

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optima.errors import DataError
+from optima.errors import ConfigError, DataError
 from optima.paper.agreement import (agreement, detrended_offsets, module_gains, reward_offsets, selection_shares,
                                     spearman)
-from optima.paper.spread import student_spread, teacher_shift, teacher_spread
+from optima.paper.spread import labelled_draws, student_spread, teacher_shift, teacher_spread, write_spread
 
 
 def runs_frame(values: dict) -> pd.DataFrame:
@@ -87,6 +87,23 @@ def test_teacher_shift_is_the_same_seed_against_the_reference():
     assert shift.loc["nlvr2", "shift"] == pytest.approx(-2.0) and set(shift["seed"]) == {0}  # accuracy in percent
     with pytest.raises(DataError, match="no reference teacher for vqa val seed 2"):
         teacher_shift(runs_frame({("vqa", "teacher", 2): 61.0}), reference)
+
+
+def test_teacher_draws_are_tabulated_in_the_order_given(tmp_path):
+    # a candidate recipe's draws: seeds on this machine's kernels and seed 0 on other kernels (the same seed twice)
+    draws = {"seed0": 60.0, "seed1": 63.0, "seed0-avx2": 66.0}
+    paths = []
+    for label, value in draws.items():
+        path = tmp_path / f"{label}.csv"
+        runs_frame({("vqa", "teacher", 0): value}).to_csv(path, index=False)
+        paths.append((label, str(path)))
+    table = pd.read_csv(write_spread(None, None, tmp_path / "out", draws=paths).with_suffix(".csv")).iloc[0]
+    assert (table["draws"], table["values"]) == ("seed0 seed1 seed0-avx2", "60.00 63.00 66.00")
+    assert (table["mean"], table["std"], table["range"]) == (pytest.approx(63.0), pytest.approx(3.0), pytest.approx(6.0))
+    with pytest.raises(ConfigError, match="label.s. given twice: seed0"):
+        labelled_draws([("seed0", runs_frame({})), ("seed0", runs_frame({}))])
+    with pytest.raises(ConfigError, match="either --runs or --draw"):
+        write_spread(str(paths[0][1]), None, tmp_path / "out", draws=paths)
 
 
 def test_selection_shares_against_the_best_single_module():

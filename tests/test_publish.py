@@ -23,6 +23,7 @@ from fake_results import make_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "results" / "published" / "claims"
+RECIPES = REPO / "results" / "published" / "teacher-recipes"  # teacher recipes tried for the claims run
 TASKS = ("vqa", "nlvr2")
 METHODS = ("finetune", "layerwise", "optima", "fixed-vision", "fixed-text", "fixed-multimodal")
 MANIFEST_KEYS = {"git_commit", "git_dirty", "config_file", "config_sha256", "config_hash", "date", "machine",
@@ -266,6 +267,20 @@ def test_published_claims_regenerate(tmp_path):
     assert _files(tmp_path) == _files(PUBLISHED / "tables")
     for name in _files(tmp_path):
         assert (tmp_path / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
+def test_published_teacher_recipes_regenerate(recipe, tmp_path):
+    """Each published teacher-recipe table is what `optima spread --draw` makes of its draws' runs.csv."""
+    folder = RECIPES / recipe
+    draws = yaml.safe_load((folder / "recipe.yaml").read_text())["draws"]
+    args = [arg for label in draws for arg in ("--draw", f"{label}={folder / label / 'runs.csv'}")]
+    if (folder / "students.csv").is_file():
+        args += ["--students", str(folder / "students.csv")]
+    assert main(["spread", *args, "--out-dir", str(tmp_path)]) == 0
+    for name in ("teacher_draws.md", "teacher_draws.csv"):
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
+    assert set(pd.read_csv(folder / "teacher_draws.csv")["split"]) == {"val"}  # recipes are chosen on validation
 
 
 def test_publish_tabulates_retrained_teachers(published, tmp_path):

@@ -20,25 +20,28 @@ def _native_capability() -> str:
     return torch.backends.cpu.get_cpu_capability().lower()
 
 
-def _script(work, *args, check=True):
-    proc = subprocess.run(["bash", SCRIPT, *args], cwd=work, env=_env(), capture_output=True, text=True, timeout=1800)
+def _script(work, *args, check=True, env=None):
+    proc = subprocess.run(["bash", SCRIPT, *args], cwd=work, env={**_env(), **(env or {})}, capture_output=True,
+                          text=True, timeout=1800)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "usage:"),
-    (["--kernels", "no-such-isa"], "ATEN_CPU_CAPABILITY=no-such-isa: torch runs"),
-    (["--kernels", _native_capability()], "this machine already runs"),
+@pytest.mark.parametrize("args, env, message", [
+    ([], {}, "usage:"),
+    (["--kernels", "no-such-isa"], {}, "ATEN_CPU_CAPABILITY=no-such-isa: torch runs"),
+    (["--kernels", _native_capability()], {}, "this machine already runs"),
+    (["--recipe", "longer"], {}, "usage:"),
+    (["--recipe", "longer", "vqa"], {"RECIPE_KERNELS": _native_capability()}, "this machine already runs"),
 ])
-def test_bad_arguments_fail_before_training(args, message):
-    proc = _script(ROOT, "config/smoke.yaml", *args, check=False)
+def test_bad_arguments_fail_before_training(args, env, message):
+    proc = _script(ROOT, "config/smoke.yaml", *args, check=False, env=env)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
-@pytest.mark.very_slow  # a one-task smoke run, then its teachers twice more (another seed, other kernels)
-def test_spread_over_seeds_and_shift_on_other_kernels(tmp_path):
+@pytest.mark.very_slow  # a one-task smoke run, its teachers twice more (another seed, other kernels), then 4 draws
+def test_spread_over_seeds_shift_on_other_kernels_and_recipe_draws(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     (work / "scripts").mkdir(exist_ok=True)
     (work / SCRIPT).write_text((ROOT / SCRIPT).read_text())
@@ -73,3 +76,27 @@ def test_spread_over_seeds_and_shift_on_other_kernels(tmp_path):
         for stage in ("pretrain", "vqa"):
             environment = json.loads((run / stage / "run_info.json").read_text())["environment"]
             assert environment["cpu_capability"].lower() == expected, (run, stage)
+
+    # a candidate recipe's draws: an override that changes no weight (log every step) must reproduce the
+    # teachers above on validation, seed for seed and kernels for kernels, and must reach the training
+    _script(work, "config/one-task.yaml", "--recipe", "logged", "vqa", "finetune={log_every: 1}",
+            env={"RECIPE_KERNELS": isa})
+    recipe = results / "teacher-recipes" / "logged"
+    draws = pd.read_csv(recipe / "teacher_draws.csv").iloc[0]
+    assert (draws["task"], draws["split"], draws["draws"]) == ("vqa", "val", f"seed0 seed1 seed2 seed0-{isa}")
+    assert draws["student_seed_std"] >= 0  # the config's run is there: its students' validation spread beside it
+    values = [float(v) for v in draws["values"].split()]
+
+    def val_teacher(runs_csv, seed=0):
+        runs = pd.read_csv(runs_csv).query("method == 'teacher' and metric == 'overall' and split == 'val'")
+        return runs[runs.seed == seed]["value"].iloc[0] * scale
+
+    expected = [val_teacher(results / "eval" / "runs.csv"), val_teacher(results / "teacher-seeds" / "runs.csv", 1),
+                None, val_teacher(root / "runs.csv")]
+    for value, reference in zip(values, expected):
+        assert reference is None or value == pytest.approx(reference, abs=0.01)
+    steps = config["finetune"]["overrides"]["vqa"]["steps"]
+    log = pd.read_csv(recipe / "seed1" / "teachers" / "vqa" / "train_log.csv")
+    assert log["step"].tolist() == list(range(1, steps + 1))
+    environment = json.loads((recipe / f"seed0-{isa}" / "teachers" / "vqa" / "run_info.json").read_text())["environment"]
+    assert environment["cpu_capability"].lower() == isa

@@ -8,6 +8,10 @@ students does not hinge on which teacher was drawn.
 With ``--against REFERENCE_RUNS`` it compares instead the same seed's teacher retrained under another
 condition (``scripts/teacher_spread.sh CONFIG --kernels avx2``: other CPU kernels, a stand-in for another
 machine) with the reference's, and writes ``teacher_shift.{md,csv}``.
+
+With ``--draw LABEL=RUNS`` (repeated) it tabulates teachers trained as labelled draws, e.g. seeds and kernel
+sets of one candidate recipe (``scripts/teacher_spread.sh CONFIG --recipe ...``), and writes
+``teacher_draws.{md,csv}``: the same statistics over draws instead of seeds.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import pandas as pd
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--runs", required=True, help="runs.csv with the teachers' rows (method teacher)")
+    parser.add_argument("--runs", default=None, help="runs.csv with the teachers' rows (method teacher)")
+    parser.add_argument("--draw", action="append", default=[], metavar="LABEL=RUNS",
+                        help="instead of --runs: a runs.csv holding one draw's teachers, under a label (repeat it); "
+                             "writes teacher_draws.{md,csv}, the spread over draws")
     parser.add_argument("--students", default=None,
                         help="runs.csv of the students of one teacher: their seed std per method is reported beside it")
     parser.add_argument("--against", default=None,
@@ -86,25 +93,60 @@ def student_spread(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_spread(runs_path, students_path, out_dir, against_path=None, name=None):
+def labelled_draws(draws: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The runs of several draws in one frame, each draw's label in the ``seed`` column (what teacher_spread
+    groups by). Two draws under one label are an error."""
+    from optima.errors import ConfigError
+
+    labels = [label for label, _ in draws]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise ConfigError(f"--draw: label(s) given twice: {', '.join(duplicated)}")
+    order = pd.CategoricalDtype(labels, ordered=True)  # tables list the draws in the order given
+    return pd.concat([runs.assign(seed=pd.Series(label, index=runs.index, dtype=order)) for label, runs in draws],
+                     ignore_index=True)
+
+
+def _parse_draws(specs: list[str]) -> list[tuple[str, str]]:
+    from optima.errors import ConfigError
+
+    pairs = []
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not (sep and label and path):
+            raise ConfigError(f"--draw {spec!r}: expected LABEL=RUNS_CSV")
+        pairs.append((label, path))
+    return pairs
+
+
+def write_spread(runs_path, students_path, out_dir, against_path=None, name=None, draws=()):
     """Write ``teacher_spread.{md,csv}`` into ``out_dir`` (students_path: optional yardstick runs.csv), or,
-    with ``against_path``, ``teacher_shift.{md,csv}``: the teachers of runs_path minus those of against_path.
-    ``name``: another file name stem."""
+    with ``against_path``, ``teacher_shift.{md,csv}``: the teachers of runs_path minus those of against_path,
+    or, with ``draws`` ([(label, runs.csv path)] instead of runs_path), ``teacher_draws.{md,csv}``: the spread
+    over the labelled draws. ``name``: another file name stem."""
     from pathlib import Path
 
-    from optima.errors import DataError
+    from optima.errors import ConfigError, DataError
     from optima.io import atomic_write_text
     from optima.paper.results import read_runs
 
-    runs = read_runs(runs_path)
-    table = teacher_shift(runs, read_runs(against_path)) if against_path else teacher_spread(runs)
+    if bool(runs_path) == bool(draws):
+        raise ConfigError("give either --runs or --draw LABEL=RUNS (one or more), not both or neither")
+    if draws:
+        table = teacher_spread(labelled_draws([(label, read_runs(path)) for label, path in draws]))
+        table = table.rename(columns={"seeds": "draws"})
+        source = ", ".join(path for _, path in draws)
+    else:
+        runs = read_runs(runs_path)
+        table = teacher_shift(runs, read_runs(against_path)) if against_path else teacher_spread(runs)
+        source = runs_path
     if table.empty:
-        raise DataError(f"{runs_path}: no teacher rows")
+        raise DataError(f"{source}: no teacher rows")
     if students_path:
         table = table.merge(student_spread(read_runs(students_path)), on=["task", "split"], how="left")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = name or ("teacher_shift" if against_path else "teacher_spread")
+    name = name or ("teacher_draws" if draws else "teacher_shift" if against_path else "teacher_spread")
     atomic_write_text(out / f"{name}.csv", table.to_csv(index=False, float_format="%.4f"))
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     for row in table.itertuples(index=False):
@@ -114,5 +156,5 @@ def write_spread(runs_path, students_path, out_dir, against_path=None, name=None
 
 
 def run(args) -> int:
-    print(write_spread(args.runs, args.students, args.out_dir, args.against, args.name))
+    print(write_spread(args.runs, args.students, args.out_dir, args.against, args.name, _parse_draws(args.draw)))
     return 0

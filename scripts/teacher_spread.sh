@@ -88,11 +88,12 @@ r[(r.role == 'student') & (r.split == 'val')].to_csv(sys.argv[2], index=False)" 
     students=(--students "$root/students.csv")
   fi
   optima spread "${draws[@]}" "${students[@]}" --out-dir "$root"
-  python - "$config" "$isa" "${task_list[*]}" "${labels[*]}" "${overrides[@]}" > "$root/recipe.yaml" <<'PY'
-import sys, yaml  # what the draws ran: enough to train them again
-config, isa, tasks, labels, *overrides = sys.argv[1:]
+  yardstick=${students[1]:+"validation students of $results/eval/runs.csv"}
+  python - "$config" "$isa" "${task_list[*]}" "${labels[*]}" "${yardstick:-none}" "${overrides[@]}" > "$root/recipe.yaml" <<'PY'
+import sys, yaml  # what the draws ran (enough to train them again) and where the yardstick came from
+config, isa, tasks, labels, students, *overrides = sys.argv[1:]
 print(yaml.safe_dump({"config": config, "tasks": tasks.split(), "overrides": overrides, "other_kernels": isa,
-                      "draws": labels.split()}, sort_keys=False), end="")
+                      "draws": labels.split(), "students": students}, sort_keys=False), end="")
 PY
   exit 0
 fi

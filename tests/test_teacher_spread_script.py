@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from optima.machine import cpu_identity
 from optima.paper.spec import PRIMARY_COLUMNS
 from tests.test_workflow import ROOT, _env, copy_workflow, snakemake
 
@@ -76,6 +77,7 @@ def test_spread_over_seeds_shift_on_other_kernels_and_recipe_draws(tmp_path):
         for stage in ("pretrain", "vqa"):
             environment = json.loads((run / stage / "run_info.json").read_text())["environment"]
             assert environment["cpu_capability"].lower() == expected, (run, stage)
+            assert environment["cpu"] == cpu_identity()  # the CPU model: the matrix library's kernels follow it
 
     # a candidate recipe's draws: an override that changes no weight (log every step) must reproduce the
     # teachers above on validation, seed for seed and kernels for kernels, and must reach the training

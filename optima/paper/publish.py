@@ -134,12 +134,9 @@ def machine_info() -> dict:
     import subprocess
     from importlib import metadata
 
-    cpu = None
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), None)
-    except OSError:
-        pass
+    from optima.machine import cpu_identity
+
+    cpu = cpu_identity()
     if cpu is None:
         try:
             out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout

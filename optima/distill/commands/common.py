@@ -52,11 +52,14 @@ def read_run_info(run_dir: str | Path, expect_role: str | None = None, expect_ta
 
 def training_environment(runtime) -> dict:
     """What decides a run's floating-point path besides the seed: torch, the device and, on a CPU, the
-    instruction set of ATen's kernels (ATEN_CPU_CAPABILITY): runs differ across machines through these."""
+    instruction set of ATen's kernels (ATEN_CPU_CAPABILITY) and the CPU model (the matrix library picks its
+    kernels by it): runs differ across machines through these."""
     import torch
 
+    from optima.machine import cpu_identity
+
     return {"torch": torch.__version__, "device": str(runtime.device),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_identity()}
 
 
 def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict, run_info: dict,

@@ -65,16 +65,17 @@ if [[ $1 == --recipe ]]; then
       echo "draw $1 failed; the end of $root/$1.log:" >&2; tail -n 30 "$root/$1.log" >&2; return 1
     fi
   }
+  draw_two() {  # LABEL SEED ISA LABEL SEED ISA: two draws side by side (ISA empty: this machine's kernels)
+    local first second failed=0
+    draw "$1" "$2" "$3" & first=$!
+    draw "$4" "$5" "$6" & second=$!
+    wait $first || failed=1
+    wait $second || failed=1
+    return $failed
+  }
   labels=("seed$seed0" "seed$((seed0 + 1))" "seed$((seed0 + 2))" "seed$seed0-$isa")
-  failed=0
-  draw "${labels[0]}" "$seed0" & first=$!
-  draw "${labels[3]}" "$seed0" "$isa" & second=$!
-  wait $first || failed=1; wait $second || failed=1
-  ((failed == 0)) || exit 1
-  draw "${labels[1]}" $((seed0 + 1)) & first=$!
-  draw "${labels[2]}" $((seed0 + 2)) & second=$!
-  wait $first || failed=1; wait $second || failed=1
-  ((failed == 0)) || exit 1
+  draw_two "${labels[0]}" "$seed0" "" "${labels[3]}" "$seed0" "$isa" || exit 1
+  draw_two "${labels[1]}" $((seed0 + 1)) "" "${labels[2]}" $((seed0 + 2)) "" || exit 1
   draws=()
   for label in "${labels[@]}"; do
     # shellcheck disable=SC2046

@@ -77,7 +77,7 @@ def test_spread_over_seeds_shift_on_other_kernels_and_recipe_draws(tmp_path):
         for stage in ("pretrain", "vqa"):
             environment = json.loads((run / stage / "run_info.json").read_text())["environment"]
             assert environment["cpu_capability"].lower() == expected, (run, stage)
-            assert environment["cpu"] == cpu_identity()  # the CPU model: the matrix library's kernels follow it
+            assert environment["cpu"] == cpu_identity()  # the CPU model, which may decide the matrix kernels
 
     # a candidate recipe's draws: an override that changes no weight (log every step) must reproduce the
     # teachers above on validation, seed for seed and kernels for kernels, and must reach the training

@@ -52,8 +52,8 @@ def read_run_info(run_dir: str | Path, expect_role: str | None = None, expect_ta
 
 def training_environment(runtime) -> dict:
     """What decides a run's floating-point path besides the seed: torch, the device and, on a CPU, the
-    instruction set of ATen's kernels (ATEN_CPU_CAPABILITY) and the CPU model (the matrix library picks its
-    kernels by it): runs differ across machines through these."""
+    instruction set of ATen's kernels (ATEN_CPU_CAPABILITY) and the CPU model (by which the matrix library
+    may pick its kernels): runs differ across machines through these."""
     import torch
 
     from optima.machine import cpu_identity

@@ -146,6 +146,10 @@ SEEDS = [int(s) for s in config["distill"]["seeds"]]
 SPLIT = config["eval"]["split"]
 DATA = config["paths"]["data"].rstrip("/")
 RESULTS = config["paths"]["results"].rstrip("/")
+# distill.teacher_seed: `shared` (one teacher per task, fine-tuned with the global seed) or `per_seed`
+# (student seed s distils from the teacher fine-tuned with seed s: the teacher is part of each replicate)
+TEACHER_PER_SEED = config["distill"].get("teacher_seed", "shared") == "per_seed"
+TEACHER_SEEDS = SEEDS if TEACHER_PER_SEED else [int(config["seed"])]
 
 
 def _logs_root(results):
@@ -177,12 +181,23 @@ def pretrain_dir():
     return f"{RESULTS}/teachers/pretrain"
 
 
-def teacher_dir(task="{task}"):
-    return f"{RESULTS}/teachers/{task}"
+def teacher_dir(task="{task}", seed="{seed}"):
+    """A task's fine-tuned teacher; under distill.teacher_seed: per_seed, the one of student seed `seed`."""
+    return f"{RESULTS}/teachers/{task}/seed{seed}" if TEACHER_PER_SEED else f"{RESULTS}/teachers/{task}"
 
 
-def targets_dir(task="{task}"):
-    return f"{RESULTS}/teachers/{task}/targets"
+def teacher_job_name(task="{task}", seed="{seed}"):
+    """A teacher job's log name: vqa, or vqa_seed3 under distill.teacher_seed: per_seed."""
+    return f"{task}_seed{seed}" if TEACHER_PER_SEED else task
+
+
+def teacher_seed_arg(wildcards):
+    """The fine-tuning verb's --seed under distill.teacher_seed: per_seed (else the config's seed)."""
+    return f"--seed {wildcards.seed}" if TEACHER_PER_SEED else ""
+
+
+def targets_dir(task="{task}", seed="{seed}"):
+    return f"{teacher_dir(task, seed)}/targets"
 
 
 def teacher_cache_enabled():
@@ -191,7 +206,7 @@ def teacher_cache_enabled():
 
 def targets_input(wildcards):
     """The task's teacher targets, when distill.teacher_cache computes them once (else nothing)."""
-    return targets_dir(wildcards.task) if teacher_cache_enabled() else []
+    return targets_dir(wildcards.task, wildcards.get("seed")) if teacher_cache_enabled() else []
 
 
 def students_root(task="{task}"):
@@ -202,9 +217,22 @@ def student_dir(task="{task}", method="{method}", seed="{seed}"):
     return f"{students_root(task)}/{method}/seed{seed}"
 
 
+def task_student_seeds():
+    """The seeds one distill_task job trains (distill.group_by: task): all of them, or under
+    distill.teacher_seed: per_seed the job's own (its students share that seed's teacher)."""
+    return ["{seed}"] if TEACHER_PER_SEED else SEEDS
+
+
 def task_student_outputs():
-    """Every run file of a task's students (distill.group_by: task)."""
-    return [f"{student_dir('{task}', method, seed)}/{name}" for method in METHODS for seed in SEEDS for name in RUN_FILES]
+    """Every run file of a distill_task job's students (distill.group_by: task)."""
+    return [f"{student_dir('{task}', method, seed)}/{name}"
+            for method in METHODS for seed in task_student_seeds() for name in RUN_FILES]
+
+
+def task_student_runs(wildcards):
+    """The distill verb's --method/--seed arguments for one distill_task job."""
+    seeds = [wildcards.seed] if TEACHER_PER_SEED else SEEDS
+    return " ".join([f"--method {m}" for m in METHODS] + [f"--seed {s}" for s in seeds])
 
 
 def run_outputs(run_dir, metrics=True):
@@ -220,8 +248,9 @@ def run_dir_of(wildcards, output):
 
 
 def task_run_dirs(task="{task}"):
-    """A task's teacher, then its students (every method x seed the pipeline runs)."""
-    return [teacher_dir(task)] + [student_dir(task, method, seed) for method in METHODS for seed in SEEDS]
+    """A task's teacher(s), then its students (every method x seed the pipeline runs)."""
+    teachers = [teacher_dir(task, seed) for seed in TEACHER_SEEDS]
+    return teachers + [student_dir(task, method, seed) for method in METHODS for seed in SEEDS]
 
 
 def task_models():
@@ -233,10 +262,9 @@ def task_metrics_outputs():
 
 
 def evaluated_runs():
-    """Every run directory `evaluate` scores: one teacher per task, one student per task x method x seed."""
-    runs = [teacher_dir(task) for task in TASKS]
-    runs += [student_dir(task, method, seed) for task in TASKS for method in METHODS for seed in SEEDS]
-    return runs
+    """Every run directory `evaluate` scores: the teacher(s) of each task, one student per task x method x seed."""
+    runs = [teacher_dir(task, seed) for task in TASKS for seed in TEACHER_SEEDS]
+    return runs + [student_dir(task, method, seed) for task in TASKS for method in METHODS for seed in SEEDS]
 
 
 def eval_metrics_files():

@@ -1,6 +1,7 @@
 rule teacher_targets:
     """The task teacher's outputs for every training example, computed once for all its students
-    (distill.teacher_cache; `auto` records 'on the fly' when the estimate exceeds max_gb)."""
+    (distill.teacher_cache; `auto` records 'on the fly' when the estimate exceeds max_gb). Per teacher:
+    one per student seed under distill.teacher_seed: per_seed."""
     input:
         data=f"{DATA}/{{task}}",
         teacher=f"{teacher_dir()}/model.safetensors",
@@ -8,7 +9,7 @@ rule teacher_targets:
     output:
         targets=directory(targets_dir()),
     log:
-        f"{LOGS}/teachers/{{task}}_targets.log",
+        f"{LOGS}/teachers/{teacher_job_name()}_targets.log",
     params:
         config=config_args,
         fingerprint=fingerprint("teacher_targets"),
@@ -30,7 +31,8 @@ if DISTILL_GROUP == "task":
     rule distill_task:
         """Every student of a task (distill.run x distill.seeds), trained in turn by one process: the data,
         the teacher and its targets are loaded once, and each student trains exactly as in its own job
-        (distill.group_by: task; a job's start-up costs more than training a tiny student)."""
+        (distill.group_by: task; a job's start-up costs more than training a tiny student). Under
+        distill.teacher_seed: per_seed one job per task and seed: the students of that seed's teacher."""
         input:
             data=f"{DATA}/{{task}}",
             teacher=f"{teacher_dir()}/model.safetensors",
@@ -39,13 +41,13 @@ if DISTILL_GROUP == "task":
         output:
             task_student_outputs(),
         log:
-            f"{LOGS}/students/{{task}}.log",
+            f"{LOGS}/students/{teacher_job_name()}.log",
         params:
             config=config_args,
             fingerprint=fingerprint("distill_task"),
             teacher=lambda wildcards, input: os.path.dirname(input.teacher),
             targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
-            runs=" ".join([f"--method {m}" for m in METHODS] + [f"--seed {s}" for s in SEEDS]),
+            runs=task_student_runs,
             out_root=lambda wildcards: students_root(wildcards.task),
             launcher=launcher,
         threads: 1

@@ -9,7 +9,7 @@ if EVAL_GROUP == "run":
         output:
             metrics=f"{teacher_dir()}/metrics_{{split}}.json",
         log:
-            f"{LOGS}/eval/teachers/{{task}}_{{split}}.log",
+            f"{LOGS}/eval/teachers/{teacher_job_name()}_{{split}}.log",
         params:
             config=config_args,
             fingerprint=fingerprint("evaluate_teacher"),

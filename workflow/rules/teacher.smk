@@ -25,7 +25,8 @@ rule pretrain:
 
 
 rule finetune:
-    """The teacher of one task, fine-tuned from the pre-trained teacher."""
+    """The teacher of one task, fine-tuned from the pre-trained teacher (under distill.teacher_seed:
+    per_seed one per student seed, fine-tuned with that seed)."""
     input:
         data=f"{DATA}/{{task}}",
         init=f"{pretrain_dir()}/model.safetensors",
@@ -33,11 +34,12 @@ rule finetune:
     output:
         **run_outputs(teacher_dir()),
     log:
-        f"{LOGS}/teachers/{{task}}.log",
+        f"{LOGS}/teachers/{teacher_job_name()}.log",
     params:
         config=config_args,
         fingerprint=fingerprint("finetune"),
         init=lambda wildcards, input: os.path.dirname(input.init),
+        seed=teacher_seed_arg,
         run_dir=run_dir_of,
         launcher=launcher,
     threads: 1
@@ -50,4 +52,4 @@ rule finetune:
         "../../environment.yml"
     shell:
         "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data} --init {params.init} "
-        "--out {params.run_dir} --threads {threads} > {log} 2>&1"
+        "{params.seed} --out {params.run_dir} --threads {threads} > {log} 2>&1"

@@ -95,7 +95,8 @@ def run(args) -> int:
     config, runtime = setup(args)
     for method_name, _, _ in runs:
         method_spec(config, method_name)  # a wrong method name fails before any training
-    read_run_info(args.teacher, expect_role="teacher", expect_task=task)
+    teacher_info = read_run_info(args.teacher, expect_role="teacher", expect_task=task)
+    check_teacher_seed(config, teacher_info, args.teacher, [seed for _, seed, _ in runs])
     section = config["distill"]
 
     # shared by every student of the task: loaded once
@@ -108,12 +109,27 @@ def run(args) -> int:
               "val_set": validation_set(task, args.data, tokenizer, config) if runtime.is_main else None,
               "teacher": load_task_model(args.teacher).to(runtime.device), "targets": None}
     for method_name, seed, out in runs:
-        train_student(task, method_name, seed, out, config, runtime, args, shared)
+        train_student(task, method_name, seed, out, config, runtime, args, shared, teacher_info["seed"])
     shutdown(runtime)
     return 0
 
 
-def train_student(task: str, method_name: str, seed: int, out: str, config: dict, runtime, args, shared: dict) -> None:
+def check_teacher_seed(config: dict, teacher_info: dict, teacher_dir: str, seeds: list[int]) -> None:
+    """Under distill.teacher_seed: per_seed, student seed s distils only from the teacher fine-tuned with seed s
+    (the teacher is part of the replicate that seed s stands for; paired tests pair within it)."""
+    from optima.errors import ConfigError
+
+    if config["distill"].get("teacher_seed", "shared") != "per_seed":
+        return
+    wrong = sorted({seed for seed in seeds if seed != teacher_info.get("seed")})
+    if wrong:
+        raise ConfigError(f"{teacher_dir}: distill.teacher_seed is per_seed, but this teacher was fine-tuned with seed "
+                          f"{teacher_info.get('seed')!r} and the students' seed(s) are {wrong}: give each seed its own "
+                          "teacher (optima finetune --seed S)")
+
+
+def train_student(task: str, method_name: str, seed: int, out: str, config: dict, runtime, args, shared: dict,
+                  teacher_seed: int | None = None) -> None:
     """One student, from its seed on: nothing a previous student of the same process did reaches it."""
     from pathlib import Path
 
@@ -177,6 +193,6 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
         print(f"teacher targets: {objective.targets.misses} batch(es) outside the cache, computed on the fly",
               flush=True)
     run_info = {"task": task, "method": method_name, "seed": seed, "role": "student",
-                "policy": method["policy"], "layer_map": layer_map}
+                "policy": method["policy"], "layer_map": layer_map, "teacher_seed": teacher_seed}
     metrics = metrics_record(run_info, "val", validate()) if validate else None
     finish_run(out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)

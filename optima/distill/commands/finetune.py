@@ -9,6 +9,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
     add_common_arguments(parser)
     parser.add_argument("--init", required=True, help="pre-trained teacher run directory (optima pretrain --out)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the teacher's seed (default: the config's `seed`); under distill.teacher_seed: per_seed "
+                             "the pipeline fine-tunes one teacher per student seed")
 
 
 def run(args) -> int:
@@ -24,6 +27,8 @@ def run(args) -> int:
     from optima.models.heads import create_task_model, save_task_model
 
     task = check_task(args.task)
+    if args.seed is not None:  # the saved config.yaml then names the seed the teacher was trained with
+        args.overrides = [*args.overrides, f"seed={args.seed}"]
     config, runtime = setup(args)
     read_run_info(args.init, expect_role="pretrain")
     section, data_cfg = finetune_section(config, task), config["data"]

@@ -15,14 +15,17 @@ from optima.config import load_config
 from optima.paper.figures import planned_figures
 from optima.paper.logs import CompactLogs, TrainLogs
 from optima.paper.publish import find_snakemake_log, parse_snakemake_log
+from optima.paper.results import read_runs
 from optima.paper.spec import PRIMARY_COLUMNS
+from optima.paper.spread import has_teacher_seeds
 from optima.paper.tables import planned_tables
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_paper"))
 from fake_results import make_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PUBLISHED = REPO / "results" / "published" / "claims"
+# the README's claims run (claims/) and earlier ones kept for comparison (claims-COMMIT/)
+PUBLISHED_RUNS = sorted({"claims"} | {p.name for p in (REPO / "results" / "published").glob("claims-*") if p.is_dir()})
 RECIPES = REPO / "results" / "published" / "teacher-recipes"  # teacher recipes tried for the claims run
 TASKS = ("vqa", "nlvr2")
 METHODS = ("finetune", "layerwise", "optima", "fixed-vision", "fixed-text", "fixed-multimodal")
@@ -248,25 +251,30 @@ def test_figures_take_the_train_logs_or_the_compact_files_not_both(published, tm
     assert "none.csv: rounds file not found" in capsys.readouterr().err
 
 
-def test_published_claims_regenerate(tmp_path):
-    """The committed results/published/claims tables are what `optima tables` makes of its runs.csv."""
-    if not (PUBLISHED / "runs.csv").is_file():
-        pytest.skip(f"{PUBLISHED.relative_to(REPO)}/runs.csv not published yet (optima publish ... --out {PUBLISHED.relative_to(REPO)})")
-    assert main(["tables", "--config", str(PUBLISHED / "config.yaml"), "--runs", str(PUBLISHED / "runs.csv"),
+@pytest.mark.parametrize("run", PUBLISHED_RUNS)
+def test_published_claims_regenerate(run, tmp_path):
+    """The committed tables of each published claims run (results/published/claims: the README's; claims-COMMIT:
+    earlier ones) are what `optima tables`, `agreement` and `spread` make of its runs.csv."""
+    folder = REPO / "results" / "published" / run
+    if not (folder / "runs.csv").is_file():
+        pytest.skip(f"{folder.relative_to(REPO)}/runs.csv not published yet (optima publish ... --out {folder.relative_to(REPO)})")
+    assert main(["tables", "--config", str(folder / "config.yaml"), "--runs", str(folder / "runs.csv"),
                  "--out-dir", str(tmp_path)]) == 0
     # the reward study and the teacher spread, from the published compact files alone
-    assert main(["agreement", "--runs", str(PUBLISHED / "runs.csv"), "--rounds", str(PUBLISHED / "rounds.csv"),
+    assert main(["agreement", "--runs", str(folder / "runs.csv"), "--rounds", str(folder / "rounds.csv"),
                  "--out-dir", str(tmp_path)]) == 0
-    if (PUBLISHED / "teacher_runs.csv").is_file():
-        assert main(["spread", "--runs", str(PUBLISHED / "teacher_runs.csv"), "--students", str(PUBLISHED / "runs.csv"),
+    teacher_runs = folder / "teacher_runs.csv"  # teachers retrained apart, else the run's own (per_seed)
+    if teacher_runs.is_file() or has_teacher_seeds(read_runs(folder / "runs.csv")):
+        teacher_runs = teacher_runs if teacher_runs.is_file() else folder / "runs.csv"
+        assert main(["spread", "--runs", str(teacher_runs), "--students", str(folder / "runs.csv"),
                      "--out-dir", str(tmp_path)]) == 0
-    for kernel_runs in PUBLISHED.glob("teacher_runs_*.csv"):  # seed 0's teachers retrained with other CPU kernels
-        assert main(["spread", "--runs", str(kernel_runs), "--against", str(PUBLISHED / "runs.csv"),
-                     "--students", str(PUBLISHED / "runs.csv"), "--out-dir", str(tmp_path),
+    for kernel_runs in folder.glob("teacher_runs_*.csv"):  # seed 0's teachers retrained with other CPU kernels
+        assert main(["spread", "--runs", str(kernel_runs), "--against", str(folder / "runs.csv"),
+                     "--students", str(folder / "runs.csv"), "--out-dir", str(tmp_path),
                      "--name", kernel_runs.stem.replace("teacher_runs_", "teacher_shift_")]) == 0
-    assert _files(tmp_path) == _files(PUBLISHED / "tables")
+    assert _files(tmp_path) == _files(folder / "tables")
     for name in _files(tmp_path):
-        assert (tmp_path / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (folder / "tables" / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
@@ -281,6 +289,27 @@ def test_published_teacher_recipes_regenerate(recipe, tmp_path):
     for name in ("teacher_draws.md", "teacher_draws.csv"):
         assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
     assert set(pd.read_csv(folder / "teacher_draws.csv")["split"]) == {"val"}  # recipes are chosen on validation
+
+
+def test_publish_tabulates_a_per_seed_runs_own_teachers(published, tmp_path):
+    """distill.teacher_seed: per_seed: the run's runs.csv holds a teacher per seed, and its spread is
+    published from that runs.csv alone (no teacher_runs.csv)."""
+    results = tmp_path / "results"
+    shutil.copytree(published["results"], results)
+    runs = pd.read_csv(results / "eval" / "runs.csv")
+    assert not has_teacher_seeds(runs)  # one teacher per task
+    teachers = runs[runs.method == "teacher"]
+    runs = pd.concat([runs, teachers.assign(seed=1, value=teachers["value"] + 0.02)], ignore_index=True)
+    runs.to_csv(results / "eval" / "runs.csv", index=False)
+    assert has_teacher_seeds(runs)
+    out = tmp_path / "claims"
+    assert main(["publish", "--config", str(published["config"]), "--results", str(results), "--out", str(out),
+                 "--snakemake-log", str(published["log"])]) == 0
+    assert "teacher_runs.csv" not in _files(out)
+    spread = pd.read_csv(out / "tables" / "teacher_spread.csv")
+    assert set(spread["seeds"]) == {"0 1"} and len(spread) == len(TASKS) * spread["split"].nunique()
+    for row in spread.itertuples():
+        assert row.std == pytest.approx(0.02 * PRIMARY_COLUMNS[row.task].scale / 2 ** 0.5, abs=1e-4), row.task
 
 
 def test_publish_tabulates_retrained_teachers(published, tmp_path):

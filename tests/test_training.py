@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from optima.distill.trainlog import TIMING_COLUMNS
 
@@ -100,6 +101,27 @@ def test_students_trained_in_one_process_match_their_own_processes(world, tmp_pa
         assert (alone / "metrics.json").read_text() == (together / "metrics.json").read_text()
         a, b = load_file(alone / "model.safetensors"), load_file(together / "model.safetensors")
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_per_seed_teachers_are_fine_tuned_with_the_seed_and_teach_only_it(world, tmp_path):
+    """distill.teacher_seed: per_seed: `finetune --seed S` trains (and records) seed S's teacher, and a
+    student of another seed is refused before anything is written; the student records its teacher's seed."""
+    root = world["root"]
+    teacher = tmp_path / "teacher_seed3"
+    optima("finetune", "vqa", "--config", world["config"], "--data", root / "data/vqa", "--init", root / "pretrain",
+           "--seed", 3, "--out", teacher, "--threads", 1)
+    assert json.loads((teacher / "run_info.json").read_text())["seed"] == 3
+    assert yaml.safe_load((teacher / "config.yaml").read_text())["seed"] == 3
+    base = ("distill", "vqa", "--config", world["config"], "--set", "distill.teacher_seed=per_seed",
+            "--data", root / "data/vqa", "--teacher", teacher, "--method", "uniform", "--threads", 1)
+    proc = optima(*base, "--seed", 0, "--seed", 3, "--out-root", tmp_path / "students", check=False)
+    assert proc.returncode == 2 and str(teacher) in proc.stderr and "seed(s) are [0]" in proc.stderr, proc.stderr
+    assert not (tmp_path / "students").exists()
+    optima(*base, "--seed", 3, "--out", tmp_path / "student")
+    assert json.loads((tmp_path / "student/run_info.json").read_text())["teacher_seed"] == 3
+    # shared teachers (the default) teach every seed, and the student still records whose it is
+    distill(world, tmp_path / "shared", "uniform", 3)
+    assert json.loads((tmp_path / "shared/run_info.json").read_text())["teacher_seed"] == 0
 
 
 def test_distill_output_flags_are_checked(world, tmp_path):

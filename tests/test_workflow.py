@@ -67,23 +67,25 @@ def expected_job_counts(config: dict) -> dict[str, int]:
     """What runs.md asks for, from the config alone (the test copies have no .dvc/: no dvc_lock job)."""
     tasks = config["tasks"]
     students = len(tasks) * len(config["distill"]["run"]) * len(config["distill"]["seeds"])
+    # distill.teacher_seed: per_seed: a teacher (and its targets, and its students' job) per task and seed
+    teachers = len(tasks) * (len(config["distill"]["seeds"]) if config["distill"].get("teacher_seed") == "per_seed" else 1)
     counts = {
         "prepare": len(set(tasks) | {"captions"}),  # pre-training reads the captions data
         "pretrain": 1,
-        "finetune": len(tasks),
+        "finetune": teachers,
         "collect": 1,
         "tables": 1,
         "figures": 1,
         "all": 1,
     }
     if config["distill"].get("group_by", "task") == "task":
-        counts["distill_task"] = len(tasks)  # a task's students in turn, in one job
+        counts["distill_task"] = teachers  # a teacher's students in turn, in one job
     else:
         counts["distill"] = students
     if (config["distill"].get("teacher_cache") or {}).get("mode", "never") != "never":
-        counts["teacher_targets"] = len(tasks)  # the teacher's outputs, once per task
+        counts["teacher_targets"] = teachers  # the teacher's outputs, once per teacher
     if config["eval"].get("group_by", "task") == "run":
-        counts.update(evaluate_teacher=len(tasks), evaluate_student=students)
+        counts.update(evaluate_teacher=teachers, evaluate_student=students)
     else:
         counts["evaluate_task"] = len(tasks)  # a task's teacher and every student of it in one job
     return counts
@@ -106,7 +108,8 @@ def test_lint_is_clean(workdir):
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("configfile", ["params.yaml", "config/smoke.yaml", "config/synthetic-full.yaml"])
+@pytest.mark.parametrize("configfile", ["params.yaml", "config/smoke.yaml", "config/synthetic-full.yaml",
+                                        "config/claims.yaml"])
 def test_dry_run_lists_every_job_of_the_scale(workdir, configfile):
     proc = snakemake(workdir, "-n", "--configfile", configfile)
     assert job_counts(proc.stdout) == expected_job_counts(load(workdir / configfile))
@@ -149,6 +152,35 @@ def test_dry_run_commands_follow_the_verb_contract(workdir):
             " --teacher results/smoke/teachers/vqa --targets results/smoke/teachers/vqa/targets"
             " --out-root results/smoke/students/vqa --threads 1") in grouped.stdout
     assert job_counts(grouped.stdout)["distill_task"] == len(load(workdir / "config/smoke.yaml")["tasks"])
+
+
+@pytest.mark.parametrize("group_by", ["task", "run"])
+def test_per_seed_teachers_pair_each_student_seed_with_its_own_teacher(workdir, group_by):
+    """distill.teacher_seed: per_seed: seed S's teacher is fine-tuned with --seed S into its own directory, every
+    student of seed S (and no other) distils from it and its targets, and evaluation scores every teacher."""
+    overrides = f"distill={{teacher_seed: per_seed, group_by: {group_by}}}"
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/smoke.yaml", "--config", overrides,
+                     "eval={group_by: run}")
+    config = load(workdir / "config/smoke.yaml")
+    seeds, methods = config["distill"]["seeds"], config["distill"]["run"]
+    commands = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("optima ")]
+    finetunes = [c for c in commands if c.startswith("optima finetune vqa ")]
+    assert sorted(re.search(r"--seed (\d+) --out \S+/teachers/vqa/seed(\d+) ", c).groups() for c in finetunes) == \
+        [(str(s), str(s)) for s in seeds]
+    trained = []
+    for command in (c for c in commands if c.startswith("optima distill vqa ")):
+        teacher = re.search(r"--teacher (\S+)", command).group(1)
+        student_seeds = [int(s) for s in re.findall(r"--seed (\d+)", command)]
+        assert teacher.endswith(f"/teachers/vqa/seed{student_seeds[0]}") and len(set(student_seeds)) == 1, command
+        assert f"--targets {teacher}/targets" in command
+        trained += [(m, s) for m in re.findall(r"--method (\S+)", command) for s in student_seeds]
+    assert sorted(trained) == sorted((m, s) for m in methods for s in seeds)
+    evaluated = [re.search(r"--run (\S+)", c).group(1) for c in commands if c.startswith("optima evaluate --config")
+                 and "/teachers/vqa/" in c]
+    assert sorted(evaluated) == [f"results/smoke/teachers/vqa/seed{s}" for s in seeds]
+    assert job_counts(proc.stdout) == expected_job_counts(
+        {**config, "distill": {**config["distill"], "teacher_seed": "per_seed", "group_by": group_by},
+         "eval": {**config["eval"], "group_by": "run"}})
 
 
 def test_paper_scale_dry_run_reads_the_official_files(tmp_path):

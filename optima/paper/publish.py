@@ -208,7 +208,7 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
     from optima.paper.agreement import applies as agreement_applies
     from optima.paper.agreement import write_agreement
     from optima.paper.figures import write_figures
-    from optima.paper.spread import write_spread
+    from optima.paper.spread import has_teacher_seeds, write_spread
     from optima.paper.logs import CompactLogs, compact_logs, write_compact_csv_text
     from optima.paper.results import read_runs
     from optima.paper.tables import write_tables
@@ -248,6 +248,8 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
         if teacher_runs.is_file():
             shutil.copyfile(teacher_runs, build / "teacher_runs.csv")
             write_spread(build / "teacher_runs.csv", build / "runs.csv", build / "tables")
+        elif has_teacher_seeds(runs):  # distill.teacher_seed: per_seed: the spread of the run's own teachers
+            write_spread(build / "runs.csv", build / "runs.csv", build / "tables")
         # scripts/teacher_spread.sh --kernels ISA: seed 0's teachers retrained with other CPU kernels
         for kernel_runs in sorted((results / "teacher-kernels").glob("*/runs.csv")):
             isa = kernel_runs.parent.name

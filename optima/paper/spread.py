@@ -60,6 +60,12 @@ def teacher_spread(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def has_teacher_seeds(runs: pd.DataFrame) -> bool:
+    """Does a run's runs.csv hold teachers of several seeds for a task (distill.teacher_seed: per_seed)?"""
+    teachers = runs[runs.method == "teacher"]
+    return bool(not teachers.empty and (teachers.groupby("task")["seed"].nunique() > 1).any())
+
+
 def teacher_shift(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Per task and split: the teacher of ``runs`` against the same seed's teacher in ``reference``
     (reference, value, shift = value - reference). A seed missing from the reference is an error."""

@@ -77,3 +77,30 @@ def test_local_checkpoint_file_and_unknown_tag(tmp_path):
     with pytest.raises(CheckpointError, match=r"'laion2b_s13b_b9k' is neither an existing file .* coca_ViT-L-14: "
                                               r"laion2b_s13b_b90k, mscoco_finetuned_laion2b_s13b_b90k"):
         create_coca("coca_ViT-L-14", pretrained="laion2b_s13b_b9k")
+
+
+def test_claims_config_loads_its_committed_pre_trained_teacher():
+    """config/claims.yaml fine-tunes the committed pre-trained teacher (a run directory, as `model.pretrained`
+    allows): it exists in a fresh clone, matches the sha256 its README states, and loads into the config's
+    teacher architecture weight for weight."""
+    import hashlib
+    import json
+    import re
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from optima.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "config" / "claims.yaml")
+    assert config["pretrain"]["mode"] == "load"
+    folder = root / config["model"]["pretrained"]
+    stated = re.search(r"sha256 of `model.safetensors`: ([0-9a-f]{64})", (folder / "README.md").read_text()).group(1)
+    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == stated
+    text_cfg = json.loads((folder / "model_config.json").read_text())["model_cfg"]["text_cfg"]
+    coca = create_coca(config["model"]["teacher"], vocab_size=text_cfg["vocab_size"],
+                       context_length=text_cfg["context_length"], pretrained=str(folder))
+    saved = load_file(folder / "model.safetensors")
+    state = coca.state_dict()
+    assert saved.keys() == state.keys() and all(torch.equal(state[k], saved[k]) for k in saved)

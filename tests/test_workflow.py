@@ -163,7 +163,8 @@ def test_per_seed_teachers_pair_each_student_seed_with_its_own_teacher(workdir, 
                      "eval={group_by: run}")
     config = load(workdir / "config/smoke.yaml")
     seeds, methods = config["distill"]["seeds"], config["distill"]["run"]
-    commands = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("optima ")]
+    commands = [line.strip().removeprefix("Shell command:").strip() for line in proc.stdout.splitlines()]
+    commands = [command for command in commands if command.startswith("optima ")]
     finetunes = [c for c in commands if c.startswith("optima finetune vqa ")]
     assert sorted(re.search(r"--seed (\d+) --out \S+/teachers/vqa/seed(\d+) ", c).groups() for c in finetunes) == \
         [(str(s), str(s)) for s in seeds]

@@ -192,8 +192,8 @@ def teacher_job_name(task="{task}", seed="{seed}"):
 
 
 def teacher_seed_arg(wildcards):
-    """The fine-tuning verb's --seed under distill.teacher_seed: per_seed (else the config's seed)."""
-    return f"--seed {wildcards.seed}" if TEACHER_PER_SEED else ""
+    """The fine-tuning verb's --seed under distill.teacher_seed: per_seed (else none: the config's seed)."""
+    return f" --seed {wildcards.seed}" if TEACHER_PER_SEED else ""
 
 
 def targets_dir(task="{task}", seed="{seed}"):

@@ -51,5 +51,5 @@ rule finetune:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data} --init {params.init} "
-        "{params.seed} --out {params.run_dir} --threads {threads} > {log} 2>&1"
+        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data} --init {params.init}{params.seed} "
+        "--out {params.run_dir} --threads {threads} > {log} 2>&1"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Teacher spread: retrain a config's teachers (pre-training and every task's fine-tuning) with other global
-# seeds, score them on the config's evaluation split, and tabulate all seeds' teachers beside the students'
+# Teacher spread: retrain a config's teachers (pre-training, unless the config loads it, and every task's
+# fine-tuning) with other global seeds, score them on the config's evaluation split, and tabulate all seeds' teachers beside the students'
 # seed spread. Seed 0 is the config's own run (run it first: snakemake --cores all --configfile CONFIG).
 #   bash scripts/teacher_spread.sh config/claims.yaml 1 2
 # Writes RESULTS/teacher-seeds/teacher_spread.{md,csv} (RESULTS: the config's paths.results).
@@ -34,8 +34,9 @@ retrain_teachers() {  # ROOT SEED METRICS [OVERRIDE ...]: the teachers retrained
   local root=$1 seed=$2 metrics=$3 targets=() task  # up to each task's METRICS file (metrics.json: validation only)
   shift 3
   for task in "${task_list[@]}"; do targets+=("$root/teachers/$task/$metrics"); done
+  # one teacher per task whatever the config's distill.teacher_seed (a per_seed run's spread is in its own runs.csv)
   snakemake --cores "${cores:-all}" --configfile "$config" --config "seed=$seed" "paths={results: $root}" "eval={group_by: run}" \
-    "$@" -- "${targets[@]}"
+    "distill={teacher_seed: shared}" "$@" -- "${targets[@]}"
 }
 check_kernels() {  # ISA: exit 2 unless torch runs ISA's kernels here and they are not this machine's own
   local active native

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Teacher spread: retrain a config's teachers (pre-training, unless the config loads it, and every task's
-# fine-tuning) with other global seeds, score them on the config's evaluation split, and tabulate all seeds' teachers beside the students'
-# seed spread. Seed 0 is the config's own run (run it first: snakemake --cores all --configfile CONFIG).
+# fine-tuning) with other global seeds, score them on the config's evaluation split, and tabulate all seeds'
+# teachers beside the students' seed spread. Seed 0 is the config's own run (run it first: snakemake --cores all --configfile CONFIG).
 #   bash scripts/teacher_spread.sh config/claims.yaml 1 2
 # Writes RESULTS/teacher-seeds/teacher_spread.{md,csv} (RESULTS: the config's paths.results).
 #

@@ -9,7 +9,7 @@ import pytest
 
 from optima.errors import DataError
 from optima.eval import normalize_answer, vqa_scores
-from optima.eval.vqa import question_accuracy, vqa_question_accuracies
+from optima.eval.vqa import question_accuracy, vqa_question_accuracies, vqa_question_type_scores
 
 FIXTURE = Path("/work/shared/fixtures/vqa")
 VERSIONS = {
@@ -42,6 +42,13 @@ def test_fixture_matches_official_evaluator(annotations, questions, processing, 
     per_question = vqa_question_accuracies(annotations, questions, results, processing=processing)
     assert {str(qid): acc for qid, acc in per_question.items()} == expected["evalQA"]
 
+
+
+@pytest.mark.parametrize("processing", ["official", "legacy"])
+@pytest.mark.parametrize("predictions", ["predictions_clean", "predictions_tricky"])
+def test_question_type_scores_match_official_evaluator(annotations, questions, processing, predictions):
+    expected = _load("expected_accuracy_local.json")[VERSIONS[processing]][predictions]["accuracy"]["perQuestionType"]
+    assert vqa_question_type_scores(annotations, questions, _load(f"{predictions}.json"), processing) == expected
 
 def test_fixture_headline_numbers(annotations, questions):
     tricky = _load("predictions_tricky.json")

@@ -141,6 +141,23 @@ def vqa_question_accuracies(
     return {qid: round(100 * acc, 2) for qid, (acc, _) in _evaluate(annotations, questions, predictions, processing).items()}
 
 
+def vqa_question_type_scores(
+    annotations: Mapping[str, Any],
+    questions: Mapping[str, Any],
+    predictions: Iterable[Mapping[str, Any]] | Mapping[Any, str],
+    processing: str = "official",
+) -> dict[str, float]:
+    """VQA accuracy in percent per ``question_type`` of the annotations (the official evaluator's
+    ``perQuestionType``), rounded to 2 decimals. Not part of the pipeline's metrics: it tells which kind of
+    question separates two models (README: "What splits the VQA teachers")."""
+    per_question = vqa_question_accuracies(annotations, questions, predictions, processing)
+    records = _annotation_records(annotations)
+    by_type: dict[str, list[float]] = {}
+    for qid, acc in per_question.items():  # already percent with 2 decimals, as evalQA stores them
+        by_type.setdefault(records[qid]["question_type"], []).append(acc)
+    return {question_type: round(float(sum(accs)) / len(accs), 2) for question_type, accs in by_type.items()}
+
+
 def vqa_scores(
     annotations: Mapping[str, Any],
     questions: Mapping[str, Any],

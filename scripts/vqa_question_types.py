@@ -19,8 +19,6 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="VQA run directories")
     args = parser.parse_args(argv)
 
-    import torch
-
     from optima.config import load_config
     from optima.data.datasets import build_dataset
     from optima.data.tokenizers import load_tokenizer

@@ -43,7 +43,6 @@ def test_fixture_matches_official_evaluator(annotations, questions, processing, 
     assert {str(qid): acc for qid, acc in per_question.items()} == expected["evalQA"]
 
 
-
 @pytest.mark.parametrize("processing", ["official", "legacy"])
 @pytest.mark.parametrize("predictions", ["predictions_clean", "predictions_tricky"])
 def test_question_type_scores_match_official_evaluator(annotations, questions, processing, predictions):

@@ -170,6 +170,33 @@ def _parse_value(raw: str):
     return value
 
 
+def merge_overlay(config: dict, overlay: dict) -> dict:
+    """``config`` with ``overlay`` deep-merged onto it (a copy): mappings merge key by key, any other value
+    replaces. The semantics of Snakemake's extra ``--configfile`` files (workflow/rules/common.smk turns them
+    into the verbs' --set overrides)."""
+    merged = copy.deepcopy(config)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overlay(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_overlay(path: str | Path) -> dict:
+    """A config overlay file: a YAML mapping of the keys it changes. Raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        overlay = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config overlay not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config overlay: {exc}") from None
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{path}: a config overlay must be a mapping at the top level")
+    return overlay
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
     """Read, override and validate a config file. Raises ConfigError naming file and key."""
     path = Path(path)

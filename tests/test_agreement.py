@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optima.cli import main
 from optima.errors import ConfigError, DataError
 from optima.paper.agreement import (agreement, detrended_offsets, module_gains, reward_offsets, selection_shares,
                                     spearman)
@@ -114,3 +115,30 @@ def test_selection_shares_against_the_best_single_module():
     row = selection_shares(rounds, gains).iloc[0]
     assert (row["vision"], row["text"], row["multimodal"]) == (0.25, 0.25, 0.5)
     assert (row["most_chosen"], row["best_single"]) == ("multimodal", "vision")
+
+
+def test_selection_shares_of_another_method_and_an_unknown_one(tmp_path, capsys):
+    """`optima agreement --method M` tabulates M's rounds, not OPTIMA's; a method without rounds is an error naming
+    the file and the methods it has."""
+    runs = pd.DataFrame([{"task": "vqa", "method": m, "seed": s, "role": "student", "split": "val", "metric": "overall",
+                          "value": v + s} for s in (0, 1)
+                         for m, v in (("finetune", 0.60), ("fixed-vision", 0.63), ("fixed-text", 0.59),
+                                      ("fixed-multimodal", 0.61))])
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    arms = {"optima": ["multimodal"] * 4, "optima-train": ["vision", "vision", "vision", "text"]}
+    rounds = pd.DataFrame([{"task": "vqa", "method": m, "seed": s, "round": r, "arm": arm,
+                            "probe_before": 2.0, "probe_loss": 1.0 + 0.1 * r, "probe_task_before": 1.0,
+                            "probe_task_loss": 0.5 + 0.01 * r, "train_first": 2.0, "train_last": 1.5 - 0.02 * r}
+                           for m in ("uniform", *arms) for s in (0, 1)
+                           for r, arm in enumerate(arms.get(m, ["vision", "text", "multimodal", "text"]))])
+    rounds.to_csv(tmp_path / "rounds.csv", index=False)
+    args = ["agreement", "--runs", str(tmp_path / "runs.csv"), "--rounds", str(tmp_path / "rounds.csv")]
+    assert main([*args, "--out-dir", str(tmp_path / "a"), "--method", "optima-train"]) == 0
+    shares = pd.read_csv(tmp_path / "a" / "selection_shares.csv").iloc[0]
+    assert (shares["vision"], shares["text"], shares["most_chosen"]) == (0.75, 0.25, "vision")
+    assert "`optima-train`'s rounds per module" in (tmp_path / "a" / "reward_agreement.md").read_text()
+    assert main([*args, "--out-dir", str(tmp_path / "b")]) == 0
+    assert pd.read_csv(tmp_path / "b" / "selection_shares.csv").iloc[0]["multimodal"] == 1.0
+    assert main([*args, "--out-dir", str(tmp_path / "c"), "--method", "optima-task"]) == 2
+    assert "no rounds of method 'optima-task' (methods: optima, optima-train, uniform)" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "selection_shares.csv").exists()

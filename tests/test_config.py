@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from optima.config import apply_overrides, load_config, method_spec, validate
+from optima.config import apply_overrides, load_config, merge_overlay, method_spec, read_overlay, validate
 from optima.errors import ConfigError
 
 CONFIGS = ["params.yaml", "config/smoke.yaml"]
@@ -145,3 +145,34 @@ def test_bad_policy_option_fails_at_load(tmp_path, smoke):
     smoke["distill"]["optima"]["gamma"] = 0.9  # window and gamma together
     with pytest.raises(ConfigError, match=r"distill\.methods\.optima"):
         load_config(_write(tmp_path, smoke))
+
+
+def test_overlay_merges_mappings_and_replaces_the_rest(tmp_path):
+    base = {"paths": {"data": "d", "results": "r"}, "distill": {"run": ["a", "b"], "methods": {"a": {"policy": "x"}}}}
+    merged = merge_overlay(base, {"paths": {"results": "r2"}, "distill": {"run": ["c"], "methods": {"c": {"policy": "y"}}}})
+    assert merged == {"paths": {"data": "d", "results": "r2"},
+                      "distill": {"run": ["c"], "methods": {"a": {"policy": "x"}, "c": {"policy": "y"}}}}
+    assert base["paths"]["results"] == "r" and "c" not in base["distill"]["methods"]  # the base is not modified
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ConfigError, match="list.yaml: a config overlay must be a mapping"):
+        read_overlay(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="none.yaml: config overlay not found"):
+        read_overlay(tmp_path / "none.yaml")
+
+
+def test_shipped_reward_overlay_runs_optima_with_each_reward(repo_root):
+    """config/overlays/claims-rewards.yaml on config/claims.yaml: the claims run plus OPTIMA with the train and task
+    rewards, everything else (steps, seeds, OPTIMA's options, teachers) the claims run's, results kept apart."""
+    claims = load_config(repo_root / "config/claims.yaml")
+    merged = validate(merge_overlay(claims, read_overlay(repo_root / "config/overlays/claims-rewards.yaml")))
+    assert merged["distill"]["run"] == claims["distill"]["run"] + ["optima-train", "optima-task"]
+    assert merged["paths"]["results"] != claims["paths"]["results"] and merged["paths"]["data"] == claims["paths"]["data"]
+    def all_but_reward(name):
+        return {k: v for k, v in method_spec(merged, name).items() if k not in ("reward", "name")}
+
+    assert method_spec(merged, "optima")["reward"] == "probe"
+    for name, reward in (("optima-train", "train"), ("optima-task", "task")):
+        assert method_spec(merged, name)["reward"] == reward
+        assert all_but_reward(name) == all_but_reward("optima")
+    without = {k: v for k, v in merged.items() if k not in ("paths", "distill")}
+    assert without == {k: v for k, v in claims.items() if k not in ("paths", "distill")}

@@ -115,6 +115,23 @@ def test_dry_run_lists_every_job_of_the_scale(workdir, configfile):
     assert job_counts(proc.stdout) == expected_job_counts(load(workdir / configfile))
 
 
+def test_an_overlay_reaches_every_verb(workdir):
+    """snakemake --configfile SCALE OVERLAY (config/overlays/claims-rewards.yaml): the jobs are the merged config's,
+    and each verb gets the scale file plus the overlay's keys as --set overrides."""
+    from optima.config import merge_overlay
+
+    overlay = "config/overlays/claims-rewards.yaml"
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/claims.yaml", overlay)
+    merged = merge_overlay(load(workdir / "config/claims.yaml"), load(workdir / overlay))
+    assert job_counts(proc.stdout) == expected_job_counts(merged)
+    distills = [line for line in proc.stdout.splitlines() if "optima distill vqa " in line]
+    assert len(distills) == len(merged["distill"]["seeds"])
+    for command in distills:
+        assert "--method optima-train --method optima-task" in command and "--config config/claims.yaml" in command
+        assert "--set 'distill.methods.optima-train={policy: \"optima\", reward: \"train\"}'" in command
+        assert "--out-root results/claims-rewards/students/vqa" in command
+
+
 def test_dry_run_commands_follow_the_verb_contract(workdir):
     """The shell commands are runs.md's verb calls, with the config file, paths and --threads."""
     proc = snakemake(workdir, "-n", "-p", "--configfile", "config/smoke.yaml")

@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="val", help="split of the single-module gains (default: val)")
     parser.add_argument("--source", default=SOURCE_METHOD,
                         help="method whose logged rounds give the rewards (default: uniform)")
+    parser.add_argument("--method", default="optima",
+                        help="method whose share of rounds per module is set against the best single module "
+                             "(default: optima; e.g. an OPTIMA variant with another reward)")
 
 
 def module_gains(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame:
@@ -139,7 +142,7 @@ def summary_by_reward(table: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def render_markdown(table: pd.DataFrame, gains: pd.DataFrame, shares: pd.DataFrame) -> str:
+def render_markdown(table: pd.DataFrame, gains: pd.DataFrame, shares: pd.DataFrame, method: str = "optima") -> str:
     lines = ["| task | reward | ranking by single-module gain (val) | ranking by reward | Spearman ρ | same top module |",
              "|---|---|---|---|---|---|"]
     for row in table.itertuples():
@@ -155,7 +158,8 @@ def render_markdown(table: pd.DataFrame, gains: pd.DataFrame, shares: pd.DataFra
         cells = {r.module: f"{r.gain:+.2f} ± {r.gain_std:.2f}" for r in part.itertuples()}
         lines.append(f"| {task} | " + " | ".join(cells.get(m, "–") for m in MODULES) + " |")
     if not shares.empty:
-        lines += ["", "OPTIMA's rounds per module (all seeds, rounds with a recorded reward) against the best single module:", "",
+        who = "OPTIMA's" if method == "optima" else f"`{method}`'s"
+        lines += ["", f"{who} rounds per module (all seeds, rounds with a recorded reward) against the best single module:", "",
                   "| task | " + " | ".join(MODULES) + " | most chosen | best single module (val) | match |",
                   "|---|" + "---|" * (len(MODULES) + 3)]
         for row in shares.itertuples(index=False):
@@ -165,7 +169,8 @@ def render_markdown(table: pd.DataFrame, gains: pd.DataFrame, shares: pd.DataFra
     return "\n".join(lines) + "\n"
 
 
-def write_agreement(runs_path, rounds_path, out_dir, split: str = "val", source: str = SOURCE_METHOD):
+def write_agreement(runs_path, rounds_path, out_dir, split: str = "val", source: str = SOURCE_METHOD,
+                    method: str = "optima"):
     """Write ``reward_agreement.{md,csv}`` into ``out_dir``; errors name the file that lacks what is needed."""
     from pathlib import Path
 
@@ -188,12 +193,14 @@ def write_agreement(runs_path, rounds_path, out_dir, split: str = "val", source:
     if offsets.empty:
         raise DataError(f"{rounds_path}: no logged rewards of method {source!r} (run it with distill.log_rewards)")
     table = agreement(gains, offsets)
-    shares = selection_shares(rounds, gains)
+    if method != "optima" and method not in set(rounds.method):  # asked for by name (optima: when it ran)
+        raise DataError(f"{rounds_path}: no rounds of method {method!r} (methods: {', '.join(sorted(set(rounds.method)))})")
+    shares = selection_shares(rounds, gains, method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "reward_agreement.csv", table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "selection_shares.csv", shares.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out / "reward_agreement.md", render_markdown(table, gains, shares))
+    atomic_write_text(out / "reward_agreement.md", render_markdown(table, gains, shares, method))
     return out / "reward_agreement.md"
 
 
@@ -206,5 +213,5 @@ def applies(config: dict, source: str = SOURCE_METHOD) -> bool:
 
 
 def run(args) -> int:
-    print(write_agreement(args.runs, args.rounds, args.out_dir, args.split, args.source))
+    print(write_agreement(args.runs, args.rounds, args.out_dir, args.split, args.source, args.method))
     return 0

@@ -2,10 +2,12 @@
 
 ``OUT`` (e.g. ``results/published/claims``, tracked by git) receives:
 
-- ``runs.csv`` (copied from ``RESULTS/eval``), ``config.yaml`` (the config file used);
+- ``runs.csv`` (copied from ``RESULTS/eval``), ``config.yaml`` (the config file used; with ``--overlay``
+  files, the config they make together, as Snakemake merged them);
 - ``rounds.csv`` and ``curves.csv``: the compact form of the students' train logs (optima.paper.logs);
 - ``tables/`` (Markdown, LaTeX, CSV) and ``figures/`` (PNG), made from the files above only, so that
-  `optima tables` / `optima figures` regenerate them from ``OUT`` alone;
+  `optima tables` / `optima figures` regenerate them from ``OUT`` alone; ``tables/VARIANT/``: the selection
+  shares of each OPTIMA variant the run has besides ``optima`` (`optima agreement --method VARIANT`);
 - ``MANIFEST.json``: git commit, config file and hashes, date, machine, and the wall time of the
   Snakemake run in total and per rule (from its log; null when there is none).
 
@@ -30,6 +32,9 @@ _WORKDIR = re.compile(r"^\s*Working directory: (.*)$")
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="the config file the experiment ran with (copied to OUT)")
+    parser.add_argument("--overlay", action="append", default=[], metavar="FILE",
+                        help="a config overlay the experiment also ran with (snakemake --configfile CONFIG FILE...); "
+                             "repeatable, in that order: OUT/config.yaml is then the merged config")
     parser.add_argument("--results", default=None,
                         help="the experiment's results folder: eval/runs.csv and students/*/*/seed*/train_log.csv "
                              "(default: paths.results of --config)")
@@ -152,7 +157,8 @@ def machine_info() -> dict:
 
 
 def manifest(config_path: Path, config: dict, snakemake_log: Path | None, parsed: dict | None,
-             missing_log: str | None, run_commit: str | None = None, other_stages: dict | None = None) -> dict:
+             missing_log: str | None, run_commit: str | None = None, other_stages: dict | None = None,
+             overlays: tuple = ()) -> dict:
     import hashlib
 
     from optima.config import config_hash
@@ -164,6 +170,8 @@ def manifest(config_path: Path, config: dict, snakemake_log: Path | None, parsed
         "run_commit": run_commit or commit,  # the experiment's commit (publish may run at a later one)
         "config_file": str(config_path),
         "config_sha256": hashlib.sha256(config_path.read_bytes()).hexdigest(),
+        "config_overlays": [{"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+                            for path in overlays],
         "config_hash": config_hash(config),  # optima.config.config_hash of the resolved config
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
@@ -196,10 +204,39 @@ def parse_stage_times(items: list[str]) -> dict[str, float]:
     return times
 
 
-def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=None, other_stages=None) -> Path:
+def optima_variants(config: dict) -> list[str]:
+    """The methods run besides ``optima`` that use OPTIMA's policy (another reward, window, arms...)."""
+    from optima.config import method_spec
+
+    return [name for name in config["distill"]["run"]
+            if name != "optima" and method_spec(config, name)["policy"] == "optima"]
+
+
+def published_config_text(config_path: Path, overlays: tuple = ()) -> str:
+    """What OUT/config.yaml holds: the config file as it is, or, with overlays, the merged config (validated),
+    headed by a comment naming the files."""
+    import yaml
+
+    from optima.config import merge_overlay, read_overlay, validate
+
+    if not overlays:
+        return config_path.read_text()
+    merged = yaml.safe_load(config_path.read_text())
+    for overlay in overlays:
+        merged = merge_overlay(merged, read_overlay(overlay))
+    validate(merged, f"{config_path} + {' + '.join(str(p) for p in overlays)}")
+    header = (f"# {config_path} with the overlay(s) {', '.join(str(p) for p in overlays)} merged onto it, as "
+              "`snakemake --configfile` merges them (optima publish --overlay)\n")
+    return header + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+
+
+def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=None, other_stages=None,
+            overlays=()) -> Path:
     """Build the published folder ``out``; return it."""
     import json
     import shutil
+
+    import yaml
 
     from optima.config import load_config
     from optima.errors import DataError
@@ -215,7 +252,9 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
 
     log = log or LOG
     config_path, out = Path(config_path), Path(out)
-    config = load_config(config_path)
+    overlays = tuple(Path(p) for p in overlays)
+    config_text = published_config_text(config_path, overlays)  # errors name the file before any work
+    config = load_config(config_path) if not overlays else yaml.safe_load(config_text)  # merged: validated above
     results = Path(results) if results else Path(config["paths"]["results"])
     runs_path = results / "eval" / "runs.csv"
     runs = read_runs(runs_path)  # names the file when it is missing
@@ -232,7 +271,7 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
 
     with atomic_directory(out) as build:  # a failure leaves the previous OUT (or none), never half of one
         shutil.copyfile(runs_path, build / "runs.csv")
-        shutil.copyfile(config_path, build / "config.yaml")
+        atomic_write_text(build / "config.yaml", config_text)
         rounds, curves = compact_logs(results, runs, log)
         atomic_write_text(build / "rounds.csv", write_compact_csv_text(rounds))
         atomic_write_text(build / "curves.csv", write_compact_csv_text(curves))
@@ -244,6 +283,8 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
                       CompactLogs(build / "rounds.csv", build / "curves.csv", log), formats=["png"])
         if agreement_applies(published_config):  # does each reward rank modules as single-module runs do
             write_agreement(build / "runs.csv", build / "rounds.csv", build / "tables")
+            for variant in optima_variants(published_config):  # e.g. OPTIMA with another reward: its own selection
+                write_agreement(build / "runs.csv", build / "rounds.csv", build / "tables" / variant, method=variant)
         teacher_runs = results / "teacher-seeds" / "runs.csv"  # scripts/teacher_spread.sh: teachers of other seeds
         if teacher_runs.is_file():
             shutil.copyfile(teacher_runs, build / "teacher_runs.csv")
@@ -256,7 +297,8 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
             shutil.copyfile(kernel_runs, build / f"teacher_runs_{isa}.csv")
             write_spread(build / f"teacher_runs_{isa}.csv", build / "runs.csv", build / "tables",
                          against_path=build / "runs.csv", name=f"teacher_shift_{isa}")
-        record = manifest(config_path, config, snakemake_log, parsed, missing_log, run_commit, other_stages)
+        record = manifest(config_path, published_config, snakemake_log, parsed, missing_log, run_commit, other_stages,
+                          overlays)
         atomic_write_text(build / "MANIFEST.json", json.dumps(record, indent=1) + "\n")
     return out
 
@@ -266,7 +308,7 @@ def run(args) -> int:
 
     setup_logging("publish")
     out = publish(args.config, args.results, args.out, args.snakemake_log, run_commit=args.run_commit,
-                  other_stages=parse_stage_times(args.stage_time))
+                  other_stages=parse_stage_times(args.stage_time), overlays=args.overlay)
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         print(path)
     return 0

@@ -1,4 +1,4 @@
-"""The four loaders on prepared synthetic data and on the real records in ../shared/fixtures
+"""The four loaders on prepared synthetic data and on the real records in tests/data
 (with placeholder images made here for the ids they reference)."""
 
 import io
@@ -19,6 +19,7 @@ from optima.data.images import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, ImageLoa
 from optima.data.prepare import prepare
 from optima.data.tokenizers import WordTokenizer, load_tokenizer
 
+DATA = Path(__file__).parent / "data"  # real records in the official formats (tests/data/README.md)
 TINY = ["data.synthetic.images={train: 8, val: 4, test: 4}", "data.synthetic.questions_per_image=3",
         "distill.probe_size=1"]  # a config's probe must fit in its training images
 
@@ -144,8 +145,8 @@ def test_the_tokenizer_file_is_identical_in_every_task_dir(prepared):
 
 
 # ----------------------------------------------------------------------------- real fixture records
-def test_coco_captions_fixture(fixtures_dir, tmp_path, word):
-    source = fixtures_dir / "coco_caption" / "captions_gt.json"
+def test_coco_captions_fixture(tmp_path, word):
+    source = DATA / "coco_caption" / "captions_gt.json"
     data = json.loads(source.read_text())
     (tmp_path / "images").mkdir()
     for image in data["images"]:
@@ -161,9 +162,9 @@ def test_coco_captions_fixture(fixtures_dir, tmp_path, word):
     assert word.decode(item["text"]) == "a <unk> <unk> on the <unk> of a white <unk> <unk>", "words outside the grammar are <unk>"
 
 
-def test_vqa_fixture(fixtures_dir, tmp_path, word):
-    questions = fixtures_dir / "vqa" / "v2_OpenEnded_mscoco_train2014_questions.sample5.json"
-    annotations = fixtures_dir / "vqa" / "v2_mscoco_train2014_annotations.sample5.json"
+def test_vqa_fixture(tmp_path, word):
+    questions = DATA / "vqa" / "v2_OpenEnded_mscoco_train2014_questions.sample5.json"
+    annotations = DATA / "vqa" / "v2_mscoco_train2014_annotations.sample5.json"
     (tmp_path / "images").mkdir()
     for image_id in (458752, 262146):
         _placeholder(tmp_path / "images" / f"COCO_train2014_{image_id:012d}.jpg", fmt="JPEG")
@@ -182,8 +183,8 @@ def test_vqa_fixture(fixtures_dir, tmp_path, word):
     assert set(bare[0]) == {"image", "text", "question_id"}
 
 
-def test_snli_ve_fixture_and_old_id_spellings(fixtures_dir, tmp_path, word):
-    source = fixtures_dir / "snli_ve" / "dev_sample.jsonl"
+def test_snli_ve_fixture_and_old_id_spellings(tmp_path, word):
+    source = DATA / "snli_ve" / "dev_sample.jsonl"
     (tmp_path / "images").mkdir()
     for image_id in ("2248275918", "402978771"):
         _placeholder(tmp_path / "images" / f"{image_id}.jpg", fmt="JPEG")
@@ -206,8 +207,8 @@ def test_snli_ve_fixture_and_old_id_spellings(fixtures_dir, tmp_path, word):
     assert torch.equal(legacy[0]["image"], ds[0]["image"])
 
 
-def test_nlvr2_fixture_with_jpegs_named_png(fixtures_dir, tmp_path, word):
-    source = fixtures_dir / "nlvr2" / "dev_sample.jsonl"
+def test_nlvr2_fixture_with_jpegs_named_png(tmp_path, word):
+    source = DATA / "nlvr2" / "dev_sample.jsonl"
     records = [json.loads(line) for line in source.read_text().splitlines()]
     (tmp_path / "images").mkdir()
     for k, record in enumerate(records):

@@ -20,7 +20,7 @@ from optima.eval.captions import CAPTION_METRICS, JavaNotFoundError, SpiceSkippe
 # one pytest-xdist worker for the whole module, so that each METEOR fixture evaluation runs once
 pytestmark = pytest.mark.xdist_group("metrics_captions")
 
-FIXTURE = Path("/work/shared/fixtures/coco_caption")
+FIXTURE = Path(__file__).parent / "data" / "coco_caption"
 EXPECTED = json.loads((FIXTURE / "expected_scores.json").read_text())
 
 

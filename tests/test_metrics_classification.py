@@ -9,7 +9,7 @@ from optima.errors import DataError
 from optima.eval import nlvr2_scores, read_nlvr2_predictions, snli_ve_scores
 from optima.eval.classification import snli_ve_image_id, write_nlvr2_predictions
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).parent / "data"
 
 
 def _jsonl(path):

@@ -11,7 +11,7 @@ from optima.errors import DataError
 from optima.eval import normalize_answer, vqa_scores
 from optima.eval.vqa import question_accuracy, vqa_question_accuracies, vqa_question_type_scores
 
-FIXTURE = Path("/work/shared/fixtures/vqa")
+FIXTURE = Path(__file__).parent / "data" / "vqa"
 VERSIONS = {
     "official": "official_HEAD_a013f0043c1e2cdc995922dfe257f7149aa9af06",
     "legacy": "official_pre_fix_a4f1afd59cfda2f1a7f7f720f40bfea2e338c6ad",

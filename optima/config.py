@@ -19,8 +19,7 @@ import yaml
 
 from optima.errors import ConfigError
 
-TASKS = ("captions", "vqa", "snli_ve", "nlvr2")
-MODULES = ("vision", "text", "multimodal")
+from optima.coca_modules import MODULES  # noqa: F401 (re-exported: optima.config.MODULES)
 # at most this fraction of a task's training images is held out for the probe (the rest trains every method)
 MAX_PROBE_FRACTION = 0.25
 
@@ -66,11 +65,47 @@ def validate(config: dict, source: str = "<config>") -> dict:
         if len(errors) > 1:
             msg += f" (and {len(errors) - 1} more problem(s))"
         raise ConfigError(msg)
-    _check_cross_references(config, source)
+    _check_cross_references(with_defaults(config), source)
+    return config
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    while "$ref" in node:  # local references only ("#/$defs/...")
+        target = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _fill(instance: dict, node: dict, root: dict) -> None:
+    for key, prop in node.get("properties", {}).items():
+        prop = _resolve(prop, root)
+        if key not in instance and "default" in prop:
+            instance[key] = copy.deepcopy(prop["default"])
+        if isinstance(instance.get(key), dict) and "properties" in prop:
+            _fill(instance[key], prop, root)
+
+
+def with_defaults(config: dict) -> dict:
+    """A copy of ``config`` with every unset optional key set to its schema ``default`` (the one place defaults
+    live). Mappings keyed by the user (``distill.methods``, ``finetune.overrides``) get none: a method's unset
+    keys mean "take distill.<key>", an override's "keep the finetune value"."""
+    config = copy.deepcopy(config)
+    root = schema()
+    _fill(config, root, root)
     return config
 
 
 def _check_cross_references(config: dict, source: str) -> None:
+    from optima.tasks import task_names
+
+    known = task_names()
+    named = [("tasks", t) for t in config["tasks"]]
+    named += [("finetune.overrides", t) for t in (config["finetune"].get("overrides") or {})]
+    for where, task in named:
+        if task not in known:
+            raise ConfigError(f"{source}: {where}: unknown task {task!r} (known: {', '.join(known)})")
     distill = config["distill"]
     methods = distill["methods"]
     for name in distill["run"]:
@@ -100,12 +135,15 @@ def _check_probe_size(config: dict, source: str) -> None:
     """The probe's images are held out of every method's training set: at most MAX_PROBE_FRACTION of them
     (checked here for synthetic data, whose size the config states; at run time for the official files)."""
     data, distill = config["data"], config["distill"]
-    if data.get("source", "synthetic") != "synthetic" or "probe_size" not in distill:
+    if data["source"] != "synthetic" or "probe_size" not in distill:
         return
-    images = data.get("synthetic", {}).get("images", {}).get("train")
+    images = data["synthetic"]["images"]["train"]
     if not isinstance(images, int):
         return
-    per_item = 2 if "nlvr2" in config["tasks"] else 1  # an NLVR2 example shows two images
+    from optima.tasks import get_task
+
+    # an example may show several images (NLVR2: two)
+    per_item = max(get_task(task).images_per_example for task in config["tasks"])
     allowed = int(images * MAX_PROBE_FRACTION) // per_item
     if distill["probe_size"] > allowed:
         raise ConfigError(
@@ -197,8 +235,9 @@ def read_overlay(path: str | Path) -> dict:
     return overlay
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
-    """Read, override and validate a config file. Raises ConfigError naming file and key."""
+def load_config(path: str | Path, overrides: Iterable[str] = (), defaults: bool = True) -> dict:
+    """Read, override and validate a config file, its unset optional keys filled from the schema (``defaults``;
+    False: the keys as written). Raises ConfigError naming file and key."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -217,6 +256,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
         config = apply_overrides(config, overrides)
     source = str(path) + (" (with --set overrides)" if overrides else "")
     validate(config, source)
+    if defaults:
+        config = with_defaults(config)
     for message in memory_warnings(config):
         warnings.warn(f"{source}: {message}", ConfigWarning, stacklevel=2)
     return config
@@ -243,16 +284,9 @@ def method_spec(config: dict, name: str) -> dict:
     method = distill["methods"][name]
     options = {}
     if method["policy"] == "optima":
-        options.update(distill.get("optima") or {})
+        options.update(distill["optima"] or {})
     options.update(method.get("options") or {})
-    return {
-        "name": name,
-        "policy": method["policy"],
-        "options": options,
-        "kd_weight": method.get("kd_weight", distill.get("kd_weight", 1.0)),
-        "layer_weight": method.get("layer_weight", distill.get("layer_weight", 1.0)),
-        "temperature": method.get("temperature", distill.get("temperature", 2.0)),
-        "round_steps": method.get("round_steps", distill.get("round_steps", 10)),
-        "reward": method.get("reward", distill.get("reward", "probe")),
-        "arms": method.get("arms", distill.get("arms", "modules")),
-    }
+    # a method's own value wins; an unset one is distill.<key> (whose default the schema holds)
+    inherited = {key: method.get(key, distill[key])
+                 for key in ("kd_weight", "layer_weight", "temperature", "round_steps", "reward", "arms")}
+    return {"name": name, "policy": method["policy"], "options": options, **inherited}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
+    from optima.args import add_config_arguments
+
+    add_config_arguments(parser, threads_help="accepted like every verb's (unused)")
     parser.add_argument("--get", metavar="KEY", help="print only this dotted key (as JSON)")
 
 

@@ -44,10 +44,10 @@ def saved_bytes(fn, parameters) -> int:
 def main(argv=None) -> int:
     from optima.config import MODULES, load_config
     from optima.distill.bench_step import RandomTaskData, _inputs
-    from optima.distill.commands.distill import build_objective
+    from optima.distill.setup import build_objective
     from optima.distill.sampling import fixed_batch
     from optima.models import create_coca
-    from optima.models.heads import create_task_model
+    from optima.tasks import create_task_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="config/paper.yaml")

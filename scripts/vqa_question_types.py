@@ -1,5 +1,5 @@
 """VQA accuracy per question type of one or more runs (teachers or students) on a split: which kind of
-question separates them (README: "What splits the VQA teachers"). Prints a Markdown table, one row per
+question separates them (results/published/claims/README.md: "What splits the VQA teachers"). Prints a Markdown table, one row per
 run, and a last row with the number of questions of each type.
 
     python scripts/vqa_question_types.py --config config/claims.yaml --data data/processed/claims/vqa \
@@ -9,27 +9,24 @@ import argparse
 import collections
 import sys
 
+from optima.args import add_config_arguments, setup
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="the config the runs were trained with")
     parser.add_argument("--data", required=True, help="prepared VQA data directory")
     parser.add_argument("--split", default="val", help="train | val | test (default: val)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("runs", nargs="+", help="VQA run directories")
+    add_config_arguments(parser, config_help="the config the runs were trained with")
     args = parser.parse_args(argv)
 
-    from optima.config import load_config
-    from optima.data.datasets import build_dataset
+    from optima.tasks import build_dataset
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.runtime import init_runtime
     from optima.eval.evaluate import predict_labels
     from optima.eval.vqa import vqa_question_type_scores
-    from optima.models.heads import load_task_model
+    from optima.tasks import load_task_model
 
-    config = load_config(args.config, [])
-    runtime = init_runtime(config["runtime"].get("device", "auto"), config["runtime"].get("precision", "auto"),
-                           args.threads)
+    config, runtime = setup(args)
     tokenizer = load_tokenizer(args.data)
     dataset = build_dataset("vqa", args.data, args.split, tokenizer, config["data"]["image_size"], train=False,
                             cache_images=config["data"].get("cache_images", True))

@@ -57,7 +57,7 @@ def test_missing_required_key(tmp_path, smoke):
 
 @pytest.mark.parametrize("key,value,match", [
     ("tasks", [], r"tasks: \[\] should be non-empty"),
-    ("tasks", ["vqa", "coco"], r"tasks\.1: 'coco' is not one of"),
+    ("tasks", ["vqa", "coco"], r"tasks: unknown task 'coco' \(known: captions, vqa"),
 ])
 def test_bad_task_lists(tmp_path, smoke, key, value, match):
     smoke[key] = value
@@ -110,7 +110,7 @@ def test_finetune_overrides_apply_per_task(tmp_path, smoke):
     assert vqa["steps"] == smoke["finetune"]["overrides"]["vqa"]["steps"] != nlvr2["steps"] == smoke["finetune"]["steps"]
     assert "overrides" not in vqa and vqa["lr"] == nlvr2["lr"]
     for override, match in ((["finetune.overrides.vqa.stepz=3"], r"finetune\.overrides\.vqa\.stepz: unknown key"),
-                            (["finetune.overrides={vqa2: {steps: 3}}"], r"finetune\.overrides: 'vqa2' is not one of"),
+                            (["finetune.overrides={vqa2: {steps: 3}}"], r"finetune\.overrides: unknown task 'vqa2'"),
                             (["finetune.overrides.vqa.steps=-1"], r"finetune\.overrides\.vqa\.steps: -1")):
         with pytest.raises(ConfigError, match=match):
             validate(apply_overrides(smoke, override), "smoke.yaml")

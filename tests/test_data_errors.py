@@ -8,7 +8,7 @@ import pytest
 
 from optima.config import load_config
 from optima.data import formats
-from optima.data.datasets import build_dataset
+from optima.tasks import build_dataset, task_names
 from optima.data.prepare import prepare
 from optima.errors import ConfigError, DataError
 
@@ -19,7 +19,7 @@ TINY = ["data.synthetic.images={train: 8, val: 2, test: 2}", "distill.probe_size
 def pristine(tmp_path_factory, smoke_config_path) -> Path:
     root = tmp_path_factory.mktemp("pristine")
     config = load_config(smoke_config_path, TINY)
-    for task in formats.TASKS:
+    for task in task_names():
         prepare(task, config, root / task)
     return root
 
@@ -48,7 +48,7 @@ def _rewrite_jsonl(path: Path, edit) -> None:
 
 
 # ------------------------------------------------------------------------------------ missing image
-@pytest.mark.parametrize("task", formats.TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_missing_image_names_the_image_and_the_record(data, task):
     ds = _load(task, data)
     first = ds.items[0]
@@ -72,7 +72,7 @@ def test_missing_image_directory(data):
 
 
 # ------------------------------------------------------------------------------- unreadable image
-@pytest.mark.parametrize("task", formats.TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_unreadable_image_names_the_file(data, task):
     ds = _load(task, data)
     path = ds.items[0][-1][1] if task == "nlvr2" else (ds.paths[ds.items[0][0]] if task == "captions" else ds.items[0][-1])

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, default_collate
 
 from optima.config import load_config
 from optima.data import formats
-from optima.data.datasets import CocoCaptionsDataset, Nlvr2Dataset, SnliVeDataset, VQADataset, build_dataset
+from optima.data.datasets import CocoCaptionsDataset, Nlvr2Dataset, SnliVeDataset, VQADataset
+from optima.tasks import build_dataset, task_names
 from optima.data.images import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, ImageLoader, resize_center_crop
 from optima.data.prepare import prepare
 from optima.data.tokenizers import WordTokenizer, load_tokenizer
@@ -28,7 +29,7 @@ TINY = ["data.synthetic.images={train: 8, val: 4, test: 4}", "data.synthetic.que
 def prepared(tmp_path_factory, smoke_config_path) -> Path:
     root = tmp_path_factory.mktemp("prepared")
     config = load_config(smoke_config_path, TINY)
-    for task in formats.TASKS:
+    for task in task_names():
         prepare(task, config, root / task)
     return root
 
@@ -93,7 +94,7 @@ def test_snli_ve_and_nlvr2_loaders(prepared):
     assert not torch.equal(item["images"][0], item["images"][1])
 
 
-@pytest.mark.parametrize("task", formats.TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_default_collate_batches_items(prepared, task):
     ds = build_dataset(task, prepared / task, "train", None, 32)
     batch = next(iter(DataLoader(ds, batch_size=4, shuffle=False)))
@@ -139,7 +140,7 @@ def test_image_cache_decodes_once(prepared, monkeypatch):
 
 
 def test_the_tokenizer_file_is_identical_in_every_task_dir(prepared):
-    blobs = {(prepared / task / "tokenizer.json").read_bytes() for task in formats.TASKS}
+    blobs = {(prepared / task / "tokenizer.json").read_bytes() for task in task_names()}
     assert len(blobs) == 1
     assert load_tokenizer(prepared / "vqa").vocab == WordTokenizer.for_synthetic(24).vocab
 

@@ -15,6 +15,7 @@ from optima.data import formats, grammar
 from optima.data.scenes import COLOURS, SHAPES, Obj, Scene, cell_name, png_bytes, render, sample_scene
 from optima.data.synthetic import SyntheticConfig, generate
 from optima.data.tokenizers import WordTokenizer
+from optima.tasks import get_task, task_names
 
 TINY = SyntheticConfig(images={"train": 12, "val": 4, "test": 6}, questions_per_image=4)
 
@@ -22,8 +23,8 @@ TINY = SyntheticConfig(images={"train": 12, "val": 4, "test": 6}, questions_per_
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
-    for task in formats.TASKS:
-        generate(task, TINY, root / task)
+    for task in task_names():
+        generate(get_task(task), TINY, root / task)
     return root
 
 
@@ -32,18 +33,18 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_generation_is_byte_identical_and_seed_dependent(generated, tmp_path):
-    for task in formats.TASKS:
-        generate(task, TINY, tmp_path / "again" / task)
+    for task in task_names():
+        generate(get_task(task), TINY, tmp_path / "again" / task)
     assert _files(generated) == _files(tmp_path / "again")
     other = SyntheticConfig(**{**TINY.__dict__, "seed": TINY.seed + 1})
-    generate("captions", other, tmp_path / "other")
+    generate(get_task("captions"), other, tmp_path / "other")
     assert _files(tmp_path / "other") != _files(generated / "captions")
 
 
 def test_a_split_does_not_depend_on_other_split_sizes(generated, tmp_path):
     bigger = SyntheticConfig(**{**TINY.__dict__, "images": {**TINY.images, "train": 20}})
-    generate("vqa", bigger, tmp_path, splits=("test",))
-    name = formats.annotation_files("vqa", "test")["questions"]
+    generate(get_task("vqa"), bigger, tmp_path, splits=("test",))
+    name = get_task("vqa").annotation_files("test")["questions"]
     assert (tmp_path / name).read_bytes() == (generated / "vqa" / name).read_bytes()
 
 
@@ -83,12 +84,11 @@ def test_vqa_files_follow_the_official_schema(generated):
 
 def test_vqa_question_kinds_are_balanced_and_annotators_disagree_sometimes():
     cfg = SyntheticConfig(images={"train": 200, "val": 1, "test": 1}, questions_per_image=3, answer_disagreement=0.15)
-    from optima.data.synthetic import write_vqa
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_vqa(cfg, "train", Path(tmp))
+        get_task("vqa").write_synthetic(cfg, "train", Path(tmp))
         anns = json.loads((Path(tmp) / "v2_train_annotations.json").read_text())["annotations"]
     kinds = Counter(a["answer_type"] for a in anns)
     assert set(kinds) == {"yes/no", "number", "other"}
@@ -101,12 +101,11 @@ def test_vqa_question_kinds_are_balanced_and_annotators_disagree_sometimes():
 
 def test_snli_ve_records_and_balanced_labels(generated):
     cfg = SyntheticConfig(images={"train": 150, "val": 1, "test": 1})
-    from optima.data.synthetic import write_snli_ve
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_snli_ve(cfg, "train", Path(tmp))
+        get_task("snli_ve").write_synthetic(cfg, "train", Path(tmp))
         records = [json.loads(line) for line in (Path(tmp) / "snli_ve_train.jsonl").read_text().splitlines()]
     counts = Counter(r["gold_label"] for r in records)
     assert set(counts) == set(grammar.VE_LABELS)

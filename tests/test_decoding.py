@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from optima.errors import ConfigError
-from optima.eval.decoding import (
+from optima.models.decoding import (
     CachedStepper,
     beam_search,
     decode_texts,
@@ -187,7 +187,7 @@ def test_decoding_runs_in_eval_mode_without_grad_and_restores_training(images, e
 
 
 def test_wrapped_models_are_unwrapped(model, images, eot_id):
-    from optima.models.heads import create_task_model
+    from optima.tasks import create_task_model
 
     class DataParallelLike(torch.nn.Module):
         def __init__(self, module):

@@ -17,18 +17,18 @@ import yaml
 from optima.bandits import make_policy
 from optima.bandits.thompson import OptimaOptions
 from optima.config import MODULES, ConfigError, ConfigWarning, load_config, memory_warnings
-from optima.data.datasets import build_dataset
+from optima.tasks import build_dataset
 from optima.data.tokenizers import load_tokenizer
 from optima.distill.losses import POOLER_KEY, prediction_kd
 from optima.distill.loop import TrainSpec, fit
 from optima.distill.objectives import DistillationObjective
 from optima.distill.probe import Probe, split_probe
 from optima.distill.rounds import RoundController, relative_decrement
-from optima.distill.runtime import Runtime
+from optima.runtime import Runtime
 from optima.distill.sampling import fixed_batch
-from optima.distill.taps import FeatureTaps
+from optima.models.taps import FeatureTaps
 from optima.models import create_coca
-from optima.models.heads import create_task_model
+from optima.tasks import create_task_model
 from optima.models.student import make_student
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from optima.distill import checkpoint as ckpt
 from optima.distill.loop import TrainSpec, fit
 from optima.distill.optim import warmup_cosine
-from optima.distill.runtime import Runtime, seed_everything
+from optima.runtime import Runtime, seed_everything
 from optima.distill.sampling import StepBatchSampler
 from optima.distill.trainlog import TIMING_COLUMNS
 from optima.errors import CheckpointError, TrainingError

@@ -131,7 +131,7 @@ def test_layer_projections_map_student_width_to_teacher_width_and_learn():
 
 
 def test_identical_student_has_zero_distillation_losses_end_to_end():
-    from optima.distill.taps import FeatureTaps
+    from optima.models.taps import FeatureTaps
     from optima.models import create_coca
     from optima.models.student import make_student
 

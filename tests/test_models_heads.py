@@ -9,13 +9,8 @@ import torch
 
 from optima.errors import CheckpointError, ConfigError, DataError
 from optima.models import create_coca, load_model, save_model
-from optima.models.heads import (
-    ClassificationModel,
-    create_task_model,
-    decoder_hidden_states,
-    load_task_model,
-    save_task_model,
-)
+from optima.models.heads import ClassificationModel, decoder_hidden_states, save_task_model
+from optima.tasks import create_task_model, load_task_model
 from optima.models.student import make_student
 
 VOCAB, CONTEXT, B, ANSWERS = 30, 10, 8, 6

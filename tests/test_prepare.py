@@ -10,7 +10,7 @@ import pytest
 from optima.cli import main
 from optima.config import config_hash, load_config
 from optima.data import formats
-from optima.data.datasets import build_dataset
+from optima.tasks import build_dataset, get_task, task_names
 from optima.data.prepare import prepare, prepared_config
 from optima.errors import ConfigError, DataError
 
@@ -26,7 +26,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("task", formats.TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_cli_writes_the_layout_and_a_manifest(task, tmp_path, smoke_config_path, capsys):
     out = tmp_path / task
     assert _cli(task, "--config", smoke_config_path, "--out", out, *TINY) == 0
@@ -36,7 +36,7 @@ def test_cli_writes_the_layout_and_a_manifest(task, tmp_path, smoke_config_path,
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "prepared.json")
     assert manifest["files"] == files
     for split in formats.SPLITS:
-        for name in formats.annotation_files(task, split).values():
+        for name in get_task(task).annotation_files(split).values():
             assert name in files
     assert "tokenizer.json" in files and ("answers.json" in files) == (task == "vqa")
     config = load_config(smoke_config_path, TINY[1::2])
@@ -56,14 +56,14 @@ def _umask() -> int:
 
 
 def test_rerun_is_byte_identical_and_replaces_the_old_output(tmp_path, smoke_config_path):
-    for task in formats.TASKS:
+    for task in task_names():
         assert _cli(task, "--config", smoke_config_path, "--out", tmp_path / "a" / task, *TINY) == 0
         assert _cli(task, "--config", smoke_config_path, "--out", tmp_path / "b" / task, *TINY) == 0
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
     (tmp_path / "a" / "nlvr2" / "stale.txt").write_text("from an older run")
     assert _cli("nlvr2", "--config", smoke_config_path, "--out", tmp_path / "a" / "nlvr2", *TINY) == 0
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(formats.TASKS), "no temporary directories left"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(task_names()), "no temporary directories left"
 
 
 def test_default_output_dir_is_paths_data_task(tmp_path, smoke_config_path):
@@ -91,25 +91,25 @@ def test_bad_config_fails_with_exit_2(tmp_path, smoke_config_path, capsys):
 
 
 def test_a_failure_midway_leaves_no_output_that_looks_complete(tmp_path, smoke_config_path, monkeypatch):
-    from optima.data import synthetic
+    from optima.tasks.nlvr2 import Nlvr2Task
 
     config = load_config(smoke_config_path, TINY[1::2])
-    real = synthetic.write_nlvr2
+    real = Nlvr2Task.write_synthetic
 
-    def crash_on_test(cfg, split, out):
+    def crash_on_test(self, cfg, split, out):
         if split == "test":
             raise KeyboardInterrupt   # as if the job was killed after writing train and val
-        return real(cfg, split, out)
+        return real(self, cfg, split, out)
 
-    monkeypatch.setitem(synthetic.WRITERS, "nlvr2", crash_on_test)
+    monkeypatch.setattr(Nlvr2Task, "write_synthetic", crash_on_test)
     with pytest.raises(KeyboardInterrupt):
         prepare("nlvr2", config, tmp_path / "nlvr2")
     assert list(tmp_path.iterdir()) == []
     # an earlier complete output survives a failed re-run untouched
-    monkeypatch.setitem(synthetic.WRITERS, "nlvr2", real)
+    monkeypatch.setattr(Nlvr2Task, "write_synthetic", real)
     prepare("nlvr2", config, tmp_path / "nlvr2")
     before = _tree(tmp_path / "nlvr2")
-    monkeypatch.setitem(synthetic.WRITERS, "nlvr2", crash_on_test)
+    monkeypatch.setattr(Nlvr2Task, "write_synthetic", crash_on_test)
     with pytest.raises(KeyboardInterrupt):
         prepare("nlvr2", config, tmp_path / "nlvr2")
     assert _tree(tmp_path / "nlvr2") == before and [p.name for p in tmp_path.iterdir()] == ["nlvr2"]
@@ -126,14 +126,14 @@ def _fake_downloads(tmp_path: Path, config: dict, task: str) -> dict:
         shutil.copy(image, downloads / "imgs" / "nested" / image.name)
     spec = {"images": str(downloads / "imgs"), "questions": {}, "annotations": {}}
     for split in formats.SPLITS:
-        for role, name in formats.annotation_files(task, split).items():
+        for role, name in get_task(task).annotation_files(split).items():
             target = downloads / f"official_{split}_{role}_{name}"
             shutil.copy(synthetic_dir / name, target)
             spec["questions" if role == "questions" else "annotations"][split] = str(target)
     return spec
 
 
-@pytest.mark.parametrize("task", formats.TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_official_source_assembles_the_same_layout(task, tmp_path, smoke_config_path):
     config = load_config(smoke_config_path, TINY[1::2])
     spec = _fake_downloads(tmp_path, config, task)

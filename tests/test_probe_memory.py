@@ -9,14 +9,15 @@ import torch
 
 from optima.config import MODULES, load_config
 from optima.distill.bench_step import RandomTaskData, pool_size
-from optima.distill.commands.distill import build_objective
+from optima.config import with_defaults
+from optima.distill.setup import build_objective
 from optima.distill.objectives import DistillationObjective
 from optima.distill.probe import Probe, slice_batch, split_probe
-from optima.distill.runtime import Runtime
+from optima.runtime import Runtime
 from optima.distill.sampling import fixed_batch
 from optima.errors import ConfigError
 from optima.models import create_coca
-from optima.models.heads import create_task_model
+from optima.tasks import create_task_model
 from optima.models.student import make_student
 
 CONTEXT, VOCAB, IMAGE = 12, 128, 32
@@ -24,9 +25,10 @@ NUM_CLASSES = {"captions": None, "vqa": 11, "snli_ve": 3, "nlvr2": 2}
 CPU = Runtime(device=torch.device("cpu"))
 
 
-def make(task, n=10, **options):
+def make(task, n=10, dtype=torch.float32, **options):
     """A random nano teacher, its half-depth student, the objective, and a batch of ``n`` random examples whose
-    captions/sentences have very different lengths (so token masks weigh the chunks unequally)."""
+    captions/sentences have very different lengths (so token masks weigh the chunks unequally); models and
+    inputs in ``dtype``."""
     torch.manual_seed(0)
     data = RandomTaskData(task, n, IMAGE, CONTEXT, VOCAB, NUM_CLASSES[task], seed=0)
     g = torch.Generator().manual_seed(1)
@@ -39,8 +41,19 @@ def make(task, n=10, **options):
     student_coca, layer_map = make_student(teacher.coca, 0.5)
     student = create_task_model(task, student_coca, NUM_CLASSES[task])
     kd_kind = "sigmoid" if task == "vqa" else "softmax"
+    teacher.to(dtype), student.to(dtype)
     objective = DistillationObjective(student, teacher, layer_map, 1.0, 2.0, 1.0, kd_kind=kd_kind, **options)
-    return objective, fixed_batch(data, range(n))
+    batch = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+             for k, v in fixed_batch(data, range(n)).items()}
+    return objective.to(dtype), batch
+
+
+# Chunked vs whole in float64: the sums run in another order (error ~ terms x 1.1e-16, under 1e-12 for the
+# ~10^4 terms here), and the probe stores the teacher's outputs in float32 (distill.probe_dtype), where a teacher
+# forward over another chunk may round one element to the neighbouring float32 (6e-8 of that element, a far
+# smaller share of the loss). 1e-9 bounds both with a wide margin and still catches any mis-weighted chunk
+# (those err by percents).
+FLOAT64_REL = 1e-9
 
 
 def close(a, b, rel=2e-6):
@@ -53,17 +66,18 @@ def close(a, b, rel=2e-6):
 @pytest.mark.parametrize("task,reduction", [("captions", "module_sum"), ("captions", "layer_mean"),
                                             ("vqa", "module_sum"), ("nlvr2", "layer_mean")])
 def test_chunked_probe_gives_the_unchunked_loss(task, reduction):
-    objective, batch = make(task, layer_reduction=reduction)
+    # exactness is the point: in float64 the chunks' sums differ from the whole's only by rounding (CPU-independent)
+    objective, batch = make(task, dtype=torch.float64, layer_reduction=reduction)
     whole = Probe(objective, batch, CPU).losses()
     assert {"loss", "task_loss", "kd_loss", "layer_loss", *(f"layer_loss_{m}" for m in MODULES)} == set(whole)
     for chunk in (1, 3, 4, 9):  # uneven last chunks included
-        close(Probe(objective, batch, CPU, chunk=chunk).losses(), whole)
+        close(Probe(objective, batch, CPU, chunk=chunk).losses(), whole, rel=FLOAT64_REL)
     # the same as the training loss on the whole batch (what the probe measured before chunking existed)
     objective.eval()
     with torch.no_grad():
         direct = {k: float(v) for k, v in objective.compute(batch, MODULES).items()}
     objective.train()
-    close(direct, whole)
+    close(direct, whole, rel=FLOAT64_REL)
 
 
 def test_chunks_are_weighted_by_their_real_tokens_not_averaged():
@@ -157,7 +171,7 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(task):
     batch = fixed_batch(data, range(6))
     coca = create_coca("optima-nano-teacher", vocab_size=VOCAB, context_length=CONTEXT)
     teacher = create_task_model(task, coca, NUM_CLASSES[task])
-    config = {"distill": {"grad_checkpointing": True}, "model": {"student_layers": 0.5, "layer_map": None}}
+    config = with_defaults({"distill": {"grad_checkpointing": True}, "model": {"student_layers": 0.5, "layer_map": None}})
     objective, student, _ = build_objective(task, config, teacher, NUM_CLASSES[task], 1.0, 2.0, 1.0)
     towers = (student.coca.visual.transformer, student.coca.text.transformer, student.coca.text_decoder)
     assert all(t.grad_checkpointing for t in towers)  # the config key switched it on

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optima.distill.taps import FeatureTaps
+from optima.models.taps import FeatureTaps
 from optima.errors import ConfigError
 from optima.models import create_coca, module_layers
-from optima.models.heads import create_task_model
+from optima.tasks import create_task_model
 from optima.models.modules import layer_output_modules
 
 VOCAB, CONTEXT, B = 40, 10, 3

@@ -12,7 +12,7 @@ import torch
 
 from optima.config import MODULES
 from optima.distill.loop import TrainSpec, fit
-from optima.distill.runtime import Runtime
+from optima.runtime import Runtime
 from optima.distill.sampling import fixed_batch
 from optima.distill.targets import (LOGITS, META_FILE, TARGETS_FILE, IndexedDataset, TeacherTargets,
                                     build_and_write, expected_meta)

@@ -64,7 +64,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def expected_job_counts(config: dict) -> dict[str, int]:
-    """What runs.md asks for, from the config alone (the test copies have no .dvc/: no dvc_lock job)."""
+    """What docs/runs.md asks for, from the config alone (the test copies have no .dvc/: no dvc_lock job)."""
     tasks = config["tasks"]
     students = len(tasks) * len(config["distill"]["run"]) * len(config["distill"]["seeds"])
     # distill.teacher_seed: per_seed: a teacher (and its targets, and its students' job) per task and seed
@@ -133,7 +133,7 @@ def test_an_overlay_reaches_every_verb(workdir):
 
 
 def test_dry_run_commands_follow_the_verb_contract(workdir):
-    """The shell commands are runs.md's verb calls, with the config file, paths and --threads."""
+    """The shell commands are docs/runs.md's verb calls, with the config file, paths and --threads."""
     proc = snakemake(workdir, "-n", "-p", "--configfile", "config/smoke.yaml")
     out = proc.stdout
     expected = [
@@ -510,7 +510,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert "main.csv" in report and "comparison.png" in report
 
 
-# main.csv columns -> (task, metric, factor to the printed unit), from runs.md: VQA score is already
+# main.csv columns -> (task, metric, factor to the printed unit), from docs/runs.md: VQA score is already
 # in percent, accuracies are fractions, COCO CIDEr and BLEU-4 are printed x100 as papers do
 MAIN_COLUMNS = {
     "vqa": ("vqa", "overall", 1.0),

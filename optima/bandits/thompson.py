@@ -266,7 +266,7 @@ class GaussianThompson(Policy):
 
 
 class Optima(GaussianThompson):
-    """OPTIMA's modified Thompson sampling (PAPER.md, reconstructed): Gaussian TS on recent history."""
+    """OPTIMA's modified Thompson sampling (docs/paper.md, reconstructed): Gaussian TS on recent history."""
 
     name = "optima"
     Options = OptimaOptions

@@ -251,29 +251,3 @@ class Nlvr2Dataset(_ImageTextDataset):
 
 
 # ---------------------------------------------------------------------------------------------- factory
-def build_dataset(task: str, data_dir: str | os.PathLike, split: str, tokenizer=None, image_size: int = 32,
-                  train: bool = True, cache_images: bool = True) -> Dataset:
-    """The dataset of one split of a prepared task directory (``optima prepare`` layout).
-
-    ``tokenizer=None`` loads the directory's ``tokenizer.json``. ``train`` only changes the captions
-    itemisation (pairs for training, one item per image for evaluation)."""
-    formats.check_task(task)
-    formats.check_split(split)
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: prepared data directory not found (run `optima prepare {task}`)")
-    if tokenizer is None:
-        from optima.data.tokenizers import load_tokenizer
-
-        tokenizer = load_tokenizer(data_dir)
-    files = {role: data_dir / name for role, name in formats.annotation_files(task, split).items()}
-    image_dir = data_dir / formats.IMAGE_DIR
-    common = dict(tokenizer=tokenizer, image_size=image_size, cache_images=cache_images)
-    if task == "captions":
-        return CocoCaptionsDataset(files["captions"], image_dir, train=train, **common)
-    if task == "vqa":
-        annotations = files["annotations"] if files["annotations"].exists() else None
-        return VQADataset(files["questions"], annotations, data_dir / formats.ANSWERS_FILE, image_dir, **common)
-    if task == "snli_ve":
-        return SnliVeDataset(files["examples"], image_dir, **common)
-    return Nlvr2Dataset(files["examples"], image_dir, **common)

@@ -40,7 +40,7 @@ import zipfile
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from optima.data.formats import parse_jsonl
 from optima.errors import ConfigError, DataError
@@ -548,6 +548,7 @@ def verify_manual(name: str, res: dict, config: dict | None, manifest: dict, log
     """Check a manual resource's folder: present, image count, every referenced image there."""
     from optima.data import official
     from optima.data.formats import ImageIndex
+    from optima.tasks import get_task
 
     (folder,) = list(res["outputs"])
     published = res["manual"].get("images")
@@ -555,9 +556,10 @@ def verify_manual(name: str, res: dict, config: dict | None, manifest: dict, log
     if config is not None:
         for task, _ in manual_annotations(manifest, config, name).items():
             for split in ("train", "val", "test"):
-                files = official.source_files(task, config, split)
-                if files and official._MAIN_ROLE[task] in files and all(p.is_file() for p in files.values()):
-                    referenced.update(official.referenced_images(task, files))
+                spec = get_task(task)
+                files = official.source_files(spec, config, split)
+                if files and spec.main_role in files and all(p.is_file() for p in files.values()):
+                    referenced.update(spec.referenced_images(files))
     expected = published or (len(referenced) or None)
     path = Path(folder)
     if not path.is_dir():
@@ -701,13 +703,13 @@ def fetch_resource(name: str, manifest: dict, config: dict | None = None, *, mir
 
 # ============================================================================== verb
 def add_arguments(parser) -> None:
-    from optima.data.formats import TASKS
+    from optima.args import add_config_arguments
+    from optima.tasks import task_names
 
-    parser.add_argument("task", metavar="TASK", help=f"the task whose files to fetch: {', '.join(TASKS)}, or 'all' "
+    parser.add_argument("task", metavar="TASK", help=f"the task whose files to fetch: {', '.join(task_names())}, or 'all' "
                                                      "(every task of the config, and captions)")
-    parser.add_argument("--config", required=True, help="config file whose data.official paths to fetch")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
+    add_config_arguments(parser, config_help="config file whose data.official paths to fetch",
+                         threads_help="accepted like every verb's (one thread)")
     parser.add_argument("--resource", action="append", default=[], metavar="NAME",
                         help="fetch only this manifest resource (what a workflow rule does); repeatable")
     parser.add_argument("--manifest", default=None, help=f"manifest file (default: the packaged one, or ${MANIFEST_ENV})")
@@ -719,13 +721,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--retries", type=int, default=5, help="resumes after a dropped connection (default 5)")
     parser.add_argument("--list", action="store_true", help="print what would be fetched and what must be "
                                                             "supplied by hand, and download nothing")
-    parser.add_argument("--threads", type=int, default=None, help="accepted like every verb's (one thread)")
 
 
 def resources_for(task: str, config: dict, manifest: dict) -> list[str]:
-    from optima.data.formats import check_task
+    from optima.tasks import check_task
 
-    tasks = list(dict.fromkeys(list(config["tasks"]) + ["captions"])) if task == "all" else [check_task(task)]
+    tasks = list(dict.fromkeys(list(config["tasks"]) + ["captions"])) if task.casefold() == "all" else [check_task(task)]
     names = []
     for t in tasks:
         names += task_resources(manifest, config, t)

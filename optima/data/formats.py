@@ -23,7 +23,6 @@ from typing import Any, Callable, Iterable
 
 from optima.errors import ConfigError, DataError
 
-TASKS = ("captions", "vqa", "snli_ve", "nlvr2")
 SPLITS = ("train", "val", "test")
 IMAGE_DIR = "images"
 TOKENIZER_FILE = "tokenizer.json"
@@ -32,28 +31,10 @@ ANSWERS_FILE = "answers.json"
 SNLI_VE_ID_KEYS = ("Flickr30K_ID", "Flikr30kID", "Flickr30kID")   # current and older official spellings
 
 
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    return task
-
-
 def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     return split
-
-
-def annotation_files(task: str, split: str) -> dict[str, str]:
-    """Role -> file name of the annotation files of one task split."""
-    check_task(task)
-    if task == "captions":
-        return {"captions": f"captions_{split}.json"}
-    if task == "vqa":
-        return {"questions": f"v2_OpenEnded_{split}_questions.json", "annotations": f"v2_{split}_annotations.json"}
-    if task == "snli_ve":
-        return {"examples": f"snli_ve_{split}.jsonl"}
-    return {"examples": f"{split}.json"}
 
 
 def vqa_image_stem(data_subtype: str, image_id: int) -> str:
@@ -161,7 +142,7 @@ class ImageIndex:
 # ------------------------------------------------------------------------------- VQA answer vocabulary
 def answer_normalizer() -> Callable[[str], str]:
     """The official VQA answer processing, so that training labels are the strings the evaluator compares."""
-    from optima.eval.vqa import normalize_answer
+    from optima.data.answers import normalize_answer
 
     return normalize_answer
 

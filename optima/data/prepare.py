@@ -10,29 +10,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optima.data.formats import ANSWERS_FILE, MANIFEST_FILE, SPLITS, TASKS, TOKENIZER_FILE
+from optima.data.formats import MANIFEST_FILE, SPLITS, TOKENIZER_FILE
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("task", metavar="TASK", help=f"the task to prepare: {', '.join(TASKS)}")
-    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
+    from optima.args import add_config_arguments
+    from optima.tasks import task_names
+
+    parser.add_argument("task", metavar="TASK", help=f"the task to prepare: {', '.join(task_names())}")
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: {paths.data}/{TASK})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="accepted like every verb's (preparation runs in one thread)")
+    add_config_arguments(parser, threads_help="accepted like every verb's (preparation runs in one thread)")
 
 
 def prepared_config(task: str, config: dict) -> dict:
     """The part of the config that determines the prepared files of ``task`` (hashed into the manifest)."""
+    from optima.tasks import get_task
+
     data = config["data"]
     section = {"source": data["source"], "tokenizer": data["tokenizer"], "context_length": data["context_length"]}
-    if task == "vqa":
-        section["num_answers"] = data.get("num_answers", 3129)
+    section.update(get_task(task).prepared_config(data))
     if data["source"] == "synthetic":
         section["synthetic"] = data["synthetic"]
     else:
-        section["official"] = (data.get("official") or {}).get(task)
+        section["official"] = (data["official"] or {}).get(task)
     return section
 
 
@@ -40,29 +40,21 @@ def prepare(task: str, config: dict, out: str | Path) -> dict:
     """Write ``task``'s prepared data to ``out`` atomically; returns the manifest."""
     from optima.config import config_hash
     from optima.data import official, synthetic
-    from optima.data.formats import annotation_files, build_answer_vocabulary, check_task, read_json
     from optima.data.tokenizers import build_tokenizer
     from optima.io import atomic_directory
+    from optima.tasks import get_task
 
-    check_task(task)
+    spec = get_task(task)
     out = Path(out)
     data = config["data"]
     tokenizer = build_tokenizer(config)
     with atomic_directory(out) as tmp:
         _chmod_like_mkdir(tmp)
         if data["source"] == "synthetic":
-            counts = synthetic.generate(task, synthetic.SyntheticConfig.from_config(config), tmp)
+            counts = synthetic.generate(spec, synthetic.SyntheticConfig.from_config(config), tmp)
         else:
-            counts = official.assemble(task, config, tmp)
-        if task == "vqa":
-            train = tmp / annotation_files("vqa", "train")["annotations"]
-            if not train.exists():
-                from optima.errors import ConfigError
-
-                raise ConfigError("data.official.vqa.annotations.train: the answer vocabulary needs training annotations")
-            annotations = read_json(train).get("annotations", [])
-            vocab = build_answer_vocabulary(annotations, data.get("num_answers", 3129))
-            _write_json(tmp / ANSWERS_FILE, vocab)
+            counts = official.assemble(spec, config, tmp)
+        spec.finish_prepare(tmp, data)
         tokenizer.save(tmp / TOKENIZER_FILE)
         if data["source"] != "synthetic":
             _count_examples(task, tmp, counts, tokenizer, data["image_size"])
@@ -96,7 +88,7 @@ def _write_json(path: Path, obj, indent: int | None = None) -> None:
 
 def _count_examples(task: str, root: Path, counts: dict, tokenizer, image_size: int) -> None:
     """Load every split through the real loaders (validating it) and record its size."""
-    from optima.data.datasets import build_dataset
+    from optima.tasks import build_dataset
 
     for split in counts:
         dataset = build_dataset(task, root, split, tokenizer, image_size, train=True, cache_images=False)
@@ -106,11 +98,11 @@ def _count_examples(task: str, root: Path, counts: dict, tokenizer, image_size: 
 def run(args) -> int:
     import time
 
-    from optima.config import load_config
-    from optima.data.formats import check_task
+    from optima.args import load_config_from_args
+    from optima.tasks import check_task
 
     check_task(args.task)
-    config = load_config(args.config, args.overrides)
+    config = load_config_from_args(args)
     out = Path(args.out) if args.out else Path(config["paths"]["data"]) / args.task
     start = time.perf_counter()
     manifest = prepare(args.task, config, out)

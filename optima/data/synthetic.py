@@ -94,7 +94,8 @@ def _dump_jsonl(path: Path, records: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ captions
-def write_captions(cfg: SyntheticConfig, split: str, out: Path) -> dict:
+def write_captions(cfg: SyntheticConfig, split: str, out: Path, files: dict[str, str]) -> dict:
+    """One split of the synthetic captions part into ``out``; ``files``: role -> annotation file name."""
     n = cfg.images[split]
     scenes = _scenes(cfg, "captions", split, n)
     paint = _Painter(cfg, "captions", split, out / formats.IMAGE_DIR)
@@ -107,7 +108,7 @@ def write_captions(cfg: SyntheticConfig, split: str, out: Path) -> dict:
         images.append({"id": image_id, "file_name": file_name, "width": cfg.image_size, "height": cfg.image_size})
         for k, caption in enumerate(grammar.captions(scene, text_rng)):
             annotations.append({"image_id": image_id, "id": image_id * 10 + k, "caption": caption})
-    _dump(out / formats.annotation_files("captions", split)["captions"], {
+    _dump(out / files["captions"], {
         "info": {"description": f"OPTIMA synthetic benchmark, captions, {split} split", "version": "1.0"},
         "licenses": [], "type": "captions", "images": images, "annotations": annotations,
     })
@@ -129,7 +130,8 @@ def _annotators(answer: str, cfg: SyntheticConfig, rng: random.Random) -> tuple[
     return answers, majority
 
 
-def write_vqa(cfg: SyntheticConfig, split: str, out: Path) -> dict:
+def write_vqa(cfg: SyntheticConfig, split: str, out: Path, files: dict[str, str]) -> dict:
+    """One split of the synthetic vqa part into ``out``; ``files``: role -> annotation file name."""
     n = cfg.images[split]
     scenes = _scenes(cfg, "vqa", split, n)
     paint = _Painter(cfg, "vqa", split, out / formats.IMAGE_DIR)
@@ -156,7 +158,6 @@ def write_vqa(cfg: SyntheticConfig, split: str, out: Path) -> dict:
                 "image_id": image_id, "answer_type": q["answer_type"], "question_id": question_id,
             })
     info = {"description": f"OPTIMA synthetic benchmark in the VQA v2 format, {split} split", "version": "2.0"}
-    files = formats.annotation_files("vqa", split)
     _dump(out / files["questions"], {
         "info": info, "task_type": "Open-Ended", "data_type": "synthetic", "license": {}, "data_subtype": subtype,
         "questions": questions,
@@ -168,7 +169,8 @@ def write_vqa(cfg: SyntheticConfig, split: str, out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- SNLI-VE
-def write_snli_ve(cfg: SyntheticConfig, split: str, out: Path) -> dict:
+def write_snli_ve(cfg: SyntheticConfig, split: str, out: Path, files: dict[str, str]) -> dict:
+    """One split of the synthetic snli_ve part into ``out``; ``files``: role -> annotation file name."""
     n = cfg.images[split]
     scenes = _scenes(cfg, "snli_ve", split, n)
     paint = _Painter(cfg, "snli_ve", split, out / formats.IMAGE_DIR)
@@ -200,7 +202,7 @@ def write_snli_ve(cfg: SyntheticConfig, split: str, out: Path) -> dict:
                 "gold_label": label, "pairID": f"{image_id}.jpg#0r{k}{label[0]}",
                 "sentence1": premise, "sentence2": hypothesis,
             })
-    _dump_jsonl(out / formats.annotation_files("snli_ve", split)["examples"], records)
+    _dump_jsonl(out / files["examples"], records)
     return {"images": n, "examples": len(records)}
 
 
@@ -224,7 +226,8 @@ def _discriminating_statements(pairs: list, cfg: SyntheticConfig, rng: random.Ra
     return chosen
 
 
-def write_nlvr2(cfg: SyntheticConfig, split: str, out: Path) -> dict:
+def write_nlvr2(cfg: SyntheticConfig, split: str, out: Path, files: dict[str, str]) -> dict:
+    """One split of the synthetic nlvr2 part into ``out``; ``files``: role -> annotation file name."""
     n_pairs = cfg.images[split] // 2
     if n_pairs == 0:
         raise ConfigError(f"data.synthetic.images.{split}: NLVR2 needs at least 2 images (one pair)")
@@ -253,15 +256,11 @@ def write_nlvr2(cfg: SyntheticConfig, split: str, out: Path) -> dict:
             for sentence_id, (text, labels) in enumerate(statements):
                 records.append({"identifier": f"{stem}-{sentence_id}", "sentence": text,
                                 "label": "True" if labels[pair_id] else "False"})
-    _dump_jsonl(out / formats.annotation_files("nlvr2", split)["examples"], records)
+    _dump_jsonl(out / files["examples"], records)
     return {"images": 2 * n_pairs, "examples": len(records)}
 
 
-WRITERS = {"captions": write_captions, "vqa": write_vqa, "snli_ve": write_snli_ve, "nlvr2": write_nlvr2}
-
-
-def generate(task: str, cfg: SyntheticConfig, out: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, dict]:
-    """Write every split of ``task`` into ``out`` (official formats); returns counts per split."""
-    if task not in WRITERS:
-        raise ConfigError(f"unknown task {task!r} (known: {', '.join(WRITERS)})")
-    return {split: WRITERS[task](cfg, split, Path(out)) for split in splits}
+def generate(task, cfg: SyntheticConfig, out: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, dict]:
+    """Write every split of ``task`` (an ``optima.tasks.Task``) into ``out`` in its official format; counts per
+    split."""
+    return {split: task.write_synthetic(cfg, split, Path(out)) for split in splits}

@@ -35,9 +35,9 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
+    from optima.args import add_config_arguments
+
+    add_config_arguments(parser, threads_help="torch CPU threads (default: 1, as a pipeline job)", threads_default=1)
     parser.add_argument("--task", default=None, help="task to time (default: vqa if the config runs it, else its first)")
     parser.add_argument("--data", default=None, help="prepared data of the task (default: random inputs of its shapes)")
     parser.add_argument("--out", type=Path, default=Path("results/bench/step.csv"), help="CSV to write")
@@ -46,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: two rounds)")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, as a pipeline job)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak TFLOP/s for MFU")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -63,9 +62,11 @@ class RandomTaskData:
                  num_classes: int | None, seed: int):
         import torch
 
-        self.task, self.n, self.num_classes = task, n, num_classes
+        from optima.tasks import get_task
+
+        self.task, self.n, self.num_classes = get_task(task), n, num_classes
         self.seed, self.image_size = seed, image_size
-        self.n_images = 2 if task == "nlvr2" else 1
+        self.n_images = self.task.images_per_example
         g = torch.Generator().manual_seed(seed)
         self.texts = torch.randint(3, vocab_size, (n, context_length), generator=g)
         self.texts[:, context_length // 2:] = 0  # padded second half, like short sentences
@@ -85,20 +86,13 @@ class RandomTaskData:
         return tuple(f"{index}/{k}" for k in range(self.n_images))
 
     def __getitem__(self, index: int) -> dict:
-        import torch
-
         item = {"text": self.texts[index], "index": index}
         images = self.image(index)
-        if self.task == "nlvr2":
+        if self.n_images > 1:
             item["images"] = images
         else:
             item["image"] = images[0]
-        if self.task == "vqa":
-            scores = torch.zeros(self.num_classes)
-            scores[self.labels[index] % self.num_classes] = 1.0
-            item["answer_scores"] = scores
-        elif self.task in ("snli_ve", "nlvr2"):
-            item["label"] = self.labels[index]
+        self.task.random_targets(item, int(self.labels[index]), self.num_classes)
         return item
 
 
@@ -114,19 +108,20 @@ def pool_size(batch_size: int, probe_size: int) -> int:
 
 def _inputs(task: str, config: dict, data_dir, pool: int, seed: int):
     """(dataset, vocab_size, context_length, num_classes)."""
-    from optima.models.heads import FIXED_CLASSES
+    from optima.tasks import get_task
 
     data_cfg = config["data"]
     if data_dir:
         from optima.data.tokenizers import load_tokenizer
-        from optima.distill.commands.distill import training_set
+        from optima.distill.setup import training_set
 
         tokenizer = load_tokenizer(data_dir)
         dataset = training_set(task, config, data_dir, tokenizer)
         return dataset, tokenizer.vocab_size, tokenizer.context_length, getattr(dataset, "num_classes", None)
     # the word tokenizer's vocabulary is the synthetic grammar's (~100 words); open_clip's BPE has 49,408
-    vocab = 128 if data_cfg.get("tokenizer", "word") == "word" else 49408
-    num_classes = FIXED_CLASSES.get(task, data_cfg.get("num_answers", 3129)) if task != "captions" else None
+    vocab = 128 if data_cfg["tokenizer"] == "word" else 49408
+    spec = get_task(task)
+    num_classes = None if spec.captioning else (spec.fixed_classes or data_cfg["num_answers"])
     dataset = RandomTaskData(task, pool, data_cfg["image_size"], data_cfg["context_length"], vocab, num_classes, seed)
     return dataset, vocab, data_cfg["context_length"], num_classes
 
@@ -138,43 +133,24 @@ class MethodRunner:
     def __init__(self, name, method, task, config, teacher, dataset, train_idx, probe_idx, targets, runtime, seed):
         import torch
 
-        from optima.bandits.registry import build_method_policy
-        from optima.config import MODULES
-        from optima.distill.commands.distill import build_objective
         from optima.distill.optim import build_optimizer, build_scheduler
-        from optima.distill.probe import Probe
-        from optima.distill.rounds import RoundController
-        from optima.distill.sampling import StepBatchSampler, fixed_batch, to_device
+        from optima.distill.sampling import StepBatchSampler
+        from optima.distill.setup import build_student
 
         torch.manual_seed(seed)
         section = config["distill"]
         self.name, self.runtime, self.dataset = name, runtime, dataset
-        self.objective, _, _ = build_objective(task, config, teacher, getattr(dataset, "num_classes", None),
-                                               method["kd_weight"], method["temperature"], method["layer_weight"])
-        self.objective.to(runtime.device)
-        self.objective.targets = targets
         self.teacher_seconds = 0.0
+
+        def attach(objective):
+            objective.targets = targets
+
+        built = build_student(task, method, config, teacher, dataset, probe_idx, runtime, seed, attach)
+        self.objective, self.callbacks, self.probe = built.objective, built.rounds, built.probe
         self._wrap_teacher()
         self.optimizer = build_optimizer(self.objective.named_parameters(), section["lr"], section["weight_decay"])
         self.scheduler = build_scheduler(self.optimizer, 0, 10 ** 9)
-        self.grad_clip = section.get("grad_clip")
-        self.round_steps = method["round_steps"]
-        self.callbacks, self.probe = None, None
-        if method["policy"] != "none":
-            policy, arms = build_method_policy(method, MODULES, seed)
-            measure = policy.uses_rewards or bool(section.get("log_rewards", False))
-            if measure and method["reward"] in ("probe", "task"):
-                self.probe = Probe.from_config(self.objective, to_device(fixed_batch(dataset, probe_idx), runtime.device),
-                                               runtime, section)
-
-            def set_active(modules):
-                self.objective.active = tuple(modules)
-
-            self.callbacks = RoundController(policy, arms, self.round_steps, method["reward"],
-                                             self.probe.losses if self.probe else None, set_active, runtime,
-                                             measure=measure)
-        else:
-            self.objective.active = tuple(MODULES)
+        self.grad_clip = section["grad_clip"]
         self.sampler = StepBatchSampler(len(train_idx), section["batch_size"], seed, 0, 10 ** 9)
         self.train_idx = train_idx
         self.step = 0
@@ -195,7 +171,8 @@ class MethodRunner:
         self.objective.teacher_outputs = timed
 
     def batch(self):
-        from optima.distill.sampling import fixed_batch, to_device
+        from optima.distill.sampling import fixed_batch
+        from optima.runtime import to_device
 
         indices = [self.train_idx[i] for i in self.sampler.batch(self.step)]
         return to_device(fixed_batch(self.dataset, indices), self.runtime.device)
@@ -274,18 +251,16 @@ class MethodRunner:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from optima.config import load_config, method_spec
+    from optima.args import setup
+    from optima.config import method_spec
     from optima.distill.probe import split_probe
-    from optima.distill.runtime import init_runtime
     from optima.distill.targets import DTYPES, TeacherTargets, cache_options, compute_targets, estimate_bytes
     from optima.errors import ConfigError
     from optima.io import atomic_write_text
     from optima.models import create_coca
-    from optima.models.heads import create_task_model
+    from optima.tasks import create_task_model
 
-    config = load_config(args.config, args.overrides)
-    runtime_cfg = config.get("runtime", {})
-    runtime = init_runtime(runtime_cfg.get("device", "auto"), runtime_cfg.get("precision", "auto"), args.threads)
+    config, runtime = setup(args)
     task = args.task or ("vqa" if "vqa" in config["tasks"] else config["tasks"][0])
     section = config["distill"]
     names = [name for name in BENCH_METHODS if name in section["methods"]]
@@ -299,17 +274,17 @@ def run(args: argparse.Namespace) -> int:
     batch_size = section["batch_size"]
     # the probe may hold out at most MAX_PROBE_FRACTION of the images (one example per image) and a
     # batch must remain: the smallest pool that allows both (paper: 256 / 0.25 = 1,024 examples)
-    pool = pool_size(batch_size, section.get("probe_size", 64))
+    pool = pool_size(batch_size, section["probe_size"])
     dataset, vocab, context_length, num_classes = _inputs(task, config, args.data, pool, args.seed)
 
     torch.manual_seed(args.seed)
     coca = create_coca(config["model"]["teacher"], vocab_size=vocab, context_length=context_length)
     teacher = create_task_model(task, coca, num_classes).to(runtime.device)
-    probe_idx, train_idx = split_probe(dataset, section.get("probe_size", 64), section.get("probe_seed", 0))
+    probe_idx, train_idx = split_probe(dataset, section["probe_size"], section["probe_seed"])
 
     targets, cache = None, cache_options(section)
     if cache["mode"] != "never":
-        from optima.distill.commands.distill import build_objective
+        from optima.distill.setup import build_objective
 
         builder, _, _ = build_objective(task, config, teacher, num_classes, 1.0, 1.0, 1.0)
         builder.to(runtime.device).eval()

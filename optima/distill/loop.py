@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from optima.distill import checkpoint as ckpt
 from optima.distill.optim import build_optimizer, build_scheduler
-from optima.distill.runtime import Runtime, all_reduce_mean_dict, rng_state, set_rng_state
-from optima.distill.sampling import to_device, training_loader
+from optima.runtime import Runtime, all_reduce_mean_dict, rng_state, set_rng_state
+from optima.distill.sampling import training_loader
+from optima.runtime import to_device
 from optima.distill.trainlog import TrainLog
 from optima.errors import CheckpointError, TrainingError
 from optima.io import atomic_write_text

@@ -1,4 +1,4 @@
-"""Distillation losses (the TED recipe of OPTIMA's first author, see PAPER.md).
+"""Distillation losses (the TED recipe of OPTIMA's first author, see docs/paper.md).
 
 - ``prediction_kd``: KL(teacher || student) between temperature-softened predictions, times T^2 so its
   gradient scale does not depend on T (Hinton et al. 2015). ``kind="softmax"``: one categorical over the
@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 from optima.errors import ConfigError
-from optima.distill.taps import feature_key
+from optima.models.taps import POOLER_KEY, feature_key
+from optima.runtime import at_least_float32
 
 
 KD_KINDS = ("softmax", "sigmoid")
 LAYER_REDUCTIONS = ("module_sum", "layer_mean")
-POOLER_KEY = "vision.pool"  # feature key of the vision module's attentional-pooler output tokens
 
 
 def prediction_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -46,8 +46,8 @@ def prediction_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {list(student_logits.shape)} and teacher logits "
                          f"{list(teacher_logits.shape)} differ in shape")
-    s = student_logits.float() / temperature
-    t = teacher_logits.detach().float() / temperature
+    s = at_least_float32(student_logits) / temperature
+    t = at_least_float32(teacher_logits.detach()) / temperature
     if kind == "softmax":
         log_p_student = F.log_softmax(s, dim=-1)
         log_p_teacher = F.log_softmax(t, dim=-1)
@@ -102,7 +102,7 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor 
     if student.shape != teacher.shape:
         raise ValueError(f"hidden states differ in shape: student {list(student.shape)}, "
                          f"teacher {list(teacher.shape)} (different widths need LayerProjections)")
-    squared = (student.float() - teacher.detach().float()).pow(2).mean(dim=-1)  # (B, T)
+    squared = (at_least_float32(student) - at_least_float32(teacher.detach())).pow(2).mean(dim=-1)  # (B, T)
     if mask is None:
         return squared.mean()
     mask = mask.to(squared.dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 
 
 class TaskObjective(nn.Module):
@@ -80,7 +80,7 @@ class DistillationObjective(nn.Module):
 
     @torch.no_grad()
     def teacher_outputs(self, batch: dict, modules: tuple[str, ...], need_logits: bool) -> dict:
-        from optima.distill.taps import FeatureTaps
+        from optima.models.taps import FeatureTaps
 
         teacher = self.teacher
         layers = self._teacher_layers(modules) if self.layer_weight > 0 else {}
@@ -102,7 +102,7 @@ class DistillationObjective(nn.Module):
         (examples or real tokens), so losses computed on chunks of a batch combine exactly
         (``combine_chunks``); the losses themselves do not depend on it."""
         from optima.distill.losses import hidden_mse, prediction_kd
-        from optima.distill.taps import FeatureTaps, feature_key
+        from optima.models.taps import FeatureTaps, feature_key
 
         use_layers = self.layer_weight > 0 and len(modules) > 0
         use_kd = self.kd_weight > 0

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from optima.config import MAX_PROBE_FRACTION, MODULES
+from optima.config import MAX_PROBE_FRACTION
+from optima.coca_modules import MODULES
 from optima.errors import ConfigError
 
 
@@ -119,7 +120,7 @@ class Probe:
             raise ConfigError("distill.probe_chunk: a captioning loss with a contrastive term compares every pair "
                               "in the batch and cannot be computed in chunks; set distill.probe_chunk: null")
         if storage == "cpu":  # the probe's inputs leave the device too (moved per chunk)
-            from optima.distill.sampling import to_device
+            from optima.runtime import to_device
 
             self.batch = to_device(batch, torch.device("cpu"))
         started = time.perf_counter()
@@ -129,7 +130,7 @@ class Probe:
         self.seconds += time.perf_counter() - started
 
     def _chunk(self, start: int, stop: int) -> dict:
-        from optima.distill.sampling import to_device
+        from optima.runtime import to_device
 
         part = self.batch if (start, stop) == (0, self.n) else slice_batch(self.batch, start, stop, self.n)
         return to_device(part, self.runtime.device)
@@ -189,5 +190,5 @@ class Probe:
     @classmethod
     def from_config(cls, objective, batch: dict, runtime, section: dict) -> "Probe":
         """A probe with the memory options of the config's ``distill`` section."""
-        return cls(objective, batch, runtime, chunk=section.get("probe_chunk"),
-                   dtype=section.get("probe_dtype", "float32"), storage=section.get("probe_storage", "device"))
+        return cls(objective, batch, runtime, chunk=section["probe_chunk"], dtype=section["probe_dtype"],
+                   storage=section["probe_storage"])

@@ -3,7 +3,7 @@ a set of modules); at the end of the round the reward is measured and fed back t
 
 Reward (``distill.reward``):
 - ``probe``: relative decrement of the full distillation objective (all modules) on a fixed probe
-  batch whose teacher outputs were computed once: ``(L_before - L_after) / L_before`` (PAPER.md);
+  batch whose teacher outputs were computed once: ``(L_before - L_after) / L_before`` (docs/paper.md);
 - ``task``: the same on the probe batch's task loss only;
 - ``train``: relative decrement of the training-batch objective from the round's first to its last step.
 The probe is measured only when the policy uses rewards or ``distill.log_rewards`` asks for them (for
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 
 
 def relative_decrement(before: float, after: float) -> float:
@@ -28,6 +28,8 @@ def relative_decrement(before: float, after: float) -> float:
 # the logged columns each reward is the relative decrement of: (before, after)
 REWARD_COLUMNS = {"probe": ("probe_before", "probe_loss"), "task": ("probe_task_before", "probe_task_loss"),
                   "train": ("train_first", "train_last")}
+REWARDS = tuple(REWARD_COLUMNS)  # the values of distill.reward (the schema's $defs/reward; a test keeps them equal)
+PROBE_REWARDS = ("probe", "task")  # the rewards measured on the probe
 
 
 def round_reward(kind: str, row: dict) -> float:
@@ -55,8 +57,8 @@ class RoundController:
         self.before: dict[str, float] | None = None  # probe losses at the round's start
         self.first_train_loss: float | None = None
         # with a probe at hand every round logs all three rewards' inputs (the reward studies compare them)
-        self.uses_probe = measure and (reward in ("probe", "task") or probe_loss is not None)
-        if measure and reward in ("probe", "task") and probe_loss is None:
+        self.uses_probe = measure and (reward in PROBE_REWARDS or probe_loss is not None)
+        if measure and reward in PROBE_REWARDS and probe_loss is None:
             raise ValueError(f"reward {reward!r} needs a probe")
         self.overhead_s = 0.0  # seconds spent measuring the probe (not training)
 

@@ -60,11 +60,3 @@ def training_loader(dataset, batch_size: int, seed: int, start_step: int, total_
 
 def fixed_batch(dataset, indices) -> dict:
     return default_collate([dataset[i] for i in indices])
-
-
-def to_device(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 from optima.errors import CheckpointError, ConfigError
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -56,9 +56,8 @@ class IndexedDataset(Dataset):
 
 
 def cache_options(section: dict) -> dict:
-    options = {"mode": "never", "dtype": "float16", "max_gb": 2.0, "batch_size": 256}
-    options.update(section.get("teacher_cache") or {})
-    return options
+    """``distill.teacher_cache`` (its defaults from the schema)."""
+    return dict(section["teacher_cache"])
 
 
 def file_sha256(path: str | Path) -> str:
@@ -93,7 +92,8 @@ def _flatten(out: dict) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def estimate_bytes(objective, dataset, dtype: torch.dtype) -> tuple[int, dict[str, list[int]]]:
     """(bytes for the whole training set, per-example shape of every target) from one example."""
-    from optima.distill.sampling import fixed_batch, to_device
+    from optima.distill.sampling import fixed_batch
+    from optima.runtime import to_device
 
     device = next(objective.teacher.parameters()).device
     sample = _flatten(objective.teacher_outputs(to_device(fixed_batch(dataset, [0]), device), tuple(MODULES),
@@ -109,7 +109,7 @@ def used_examples(dataset, section: dict, train_idx: list[int], probe_idx: list[
     from optima.distill.sampling import StepBatchSampler
 
     used = set(probe_idx)
-    for seed in section.get("seeds", [0]):
+    for seed in section["seeds"]:
         sampler = StepBatchSampler(len(train_idx), section["batch_size"], seed, 0, section["steps"])
         for step in range(section["steps"]):
             used.update(train_idx[i] for i in sampler.batch(step))
@@ -123,7 +123,8 @@ def compute_targets(objective, dataset, dtype: torch.dtype, batch_size: int, pro
     ``{key: (len(indices) * rows, ...)}`` in ``dtype`` (CPU)."""
     from tqdm import tqdm
 
-    from optima.distill.sampling import fixed_batch, to_device
+    from optima.distill.sampling import fixed_batch
+    from optima.runtime import to_device
 
     device = next(objective.teacher.parameters()).device
     tensors: dict[str, torch.Tensor] = {}
@@ -211,8 +212,7 @@ class TeacherTargets:
 
     def lookup(self, indices: torch.Tensor, layers: dict[str, list[int]], need_logits: bool,
                pooler: bool) -> dict:
-        from optima.distill.losses import POOLER_KEY
-        from optima.distill.taps import feature_key
+        from optima.models.taps import POOLER_KEY, feature_key
 
         keys = [feature_key(m, j) for m, js in layers.items() for j in js]
         if pooler:

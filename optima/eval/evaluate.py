@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
-from optima.distill.sampling import to_device
+from optima.runtime import to_device
 
 
 def _loader(dataset, batch_size: int) -> DataLoader:
@@ -20,7 +20,9 @@ def _loader(dataset, batch_size: int) -> DataLoader:
 @torch.no_grad()
 def predict_labels(task_model, dataset, batch_size: int, device, autocast) -> tuple[list, torch.Tensor]:
     """(ids, predicted class indices) for a classification task, in dataset order."""
-    id_key = {"vqa": "question_id", "snli_ve": "pair_id", "nlvr2": "identifier"}[task_model.task]
+    from optima.tasks import get_task
+
+    id_key = get_task(task_model.task).prediction_id
     ids, predictions = [], []
     for batch in tqdm(_loader(dataset, batch_size), desc=f"eval {task_model.task}", mininterval=2.0, leave=False):
         with autocast():
@@ -34,17 +36,16 @@ def predict_labels(task_model, dataset, batch_size: int, device, autocast) -> tu
 @torch.no_grad()
 def predict_captions(task_model, dataset, tokenizer, batch_size: int, device, decode: dict, autocast) -> dict:
     """image_id -> generated caption."""
-    from optima.eval.decoding import decode_texts, generate_captions
+    from optima.models.decoding import decode_texts, generate_captions
 
     predictions = {}
     for batch in tqdm(_loader(dataset, batch_size), desc="eval captions (decoding)", mininterval=2.0, leave=False):
         with autocast():
             tokens = generate_captions(task_model, batch["image"].to(device), sot_id=tokenizer.sot_id,
                                        eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
-                                       max_length=decode.get("max_length", 24), method=decode.get("method", "greedy"),
-                                       beam_size=decode.get("beam_size", 3),
-                                       length_penalty=decode.get("length_penalty", 1.0),
-                                       min_length=decode.get("min_length", 0))
+                                       max_length=decode["max_length"], method=decode["method"],
+                                       beam_size=decode["beam_size"], length_penalty=decode["length_penalty"],
+                                       min_length=decode["min_length"])
         texts = decode_texts(tokens.cpu(), tokenizer, sot_id=tokenizer.sot_id, eot_id=tokenizer.eot_id,
                              pad_id=tokenizer.pad_id)
         for image_id, text in zip(batch["image_id"].tolist(), texts):
@@ -60,31 +61,43 @@ def evaluate(task_model, dataset, tokenizer, eval_cfg: dict, device, autocast,
     ``eval.meteor_during_training`` is set (METEOR's JVM costs ~15 s of CPU per call); ``eval.meteor:
     false`` leaves it out everywhere (the default scale's time budget).
     """
-    from optima import eval as metrics
+    from optima.tasks import get_task
 
-    task = task_model.task
+    task = get_task(task_model.task)
     was_training = task_model.training
     task_model.eval()
     try:
-        batch_size = eval_cfg.get("batch_size", 128)
-        if task == "captions":
-            predictions = predict_captions(task_model, dataset, tokenizer, batch_size, device,
-                                           eval_cfg.get("decode", {}), autocast)
-            meteor = eval_cfg.get("meteor", True) and (not during_training
-                                                         or eval_cfg.get("meteor_during_training", False))
-            return metrics.caption_scores(dataset.references(), predictions, spice=eval_cfg.get("spice", "auto"),
-                                          meteor=meteor)
+        batch_size = eval_cfg["batch_size"]
+        if task.captioning:
+            predictions = predict_captions(task_model, dataset, tokenizer, batch_size, device, eval_cfg["decode"],
+                                           autocast)
+            meteor = eval_cfg["meteor"] and (not during_training or eval_cfg["meteor_during_training"])
+            return task.score_captions(dataset, predictions, eval_cfg, meteor)
         ids, labels = predict_labels(task_model, dataset, batch_size, device, autocast)
-        if task == "vqa":
-            results = [{"question_id": qid, "answer": dataset.answers[int(k)]} for qid, k in zip(ids, labels)]
-            return metrics.vqa_scores(dataset.annotations, dataset.questions, results,
-                                      processing=eval_cfg.get("vqa_answer_processing", "official"))
-        if task == "snli_ve":
-            predictions = {pid: dataset.label_names[int(k)] for pid, k in zip(ids, labels)}
-            return metrics.snli_ve_scores(dataset.examples, predictions)
-        if task == "nlvr2":
-            predictions = {ident: ("True" if int(k) == 1 else "False") for ident, k in zip(ids, labels)}
-            return metrics.nlvr2_scores(dataset.examples, predictions)
-        raise ValueError(f"unknown task {task!r}")
+        return task.score(dataset, ids, labels, eval_cfg)
     finally:
         task_model.train(was_training)
+
+
+def validation_set(task: str, data_dir, tokenizer, config: dict):
+    """The task's validation split, as the training verbs score it at their end."""
+    from optima.tasks import build_dataset
+
+    data_cfg = config["data"]
+    return build_dataset(task, data_dir, "val", tokenizer, data_cfg["image_size"], train=False,
+                         cache_images=data_cfg["cache_images"])
+
+
+def make_validator(task_model, task: str, data_dir, tokenizer, config: dict, runtime, val_set=None):
+    """The validation-split evaluation a training verb runs at its end (and every ``eval_every``
+    steps); None on ranks other than 0, which never evaluate. ``val_set``: one already loaded."""
+    if not runtime.is_main:
+        return None
+    if val_set is None:
+        val_set = validation_set(task, data_dir, tokenizer, config)
+
+    def validate() -> dict:
+        return evaluate(task_model, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
+                        during_training=True)
+
+    return validate

@@ -2,7 +2,7 @@
 
 Prints, for the default teacher and student: parameters per module, forward+backward time of one
 CoCa training batch (contrastive + captioning loss), and captions per second of
-``optima.eval.decoding`` (greedy and beam search, with and without the key/value cache) next to
+``optima.models.decoding`` (greedy and beam search, with and without the key/value cache) next to
 open_clip's ``CoCa.generate``. ``generate`` needs ``transformers`` < 4.57; where it cannot be
 imported its rows are skipped with a note (keep transformers out of the project's environment and
 run this module from a separate one, e.g. ``python -m optima.models.bench``).
@@ -161,7 +161,7 @@ def time_decoding(model, num_images: int, batch_size: int, image_size: int, max_
     """Captions per second of each decoder over ``num_images`` images in batches of ``batch_size``."""
     import torch
 
-    from optima.eval.decoding import generate_captions
+    from optima.models.decoding import generate_captions
 
     pad_id, sot_id, eot_id = 0, 2, 3
     images = torch.randn(num_images, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed + 1))

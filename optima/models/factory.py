@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 from optima.errors import CheckpointError, ConfigError
 
 PACKAGED_MODELS = ("optima-tiny-teacher", "optima-tiny-student", "optima-nano-teacher", "optima-nano-student")

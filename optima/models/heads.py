@@ -19,7 +19,7 @@ Batches (from ``optima.data``): ``image`` FloatTensor[B, 3, H, W] (nlvr2: ``imag
 
 ``forward(batch, tap_layers={"vision": [1, 3], ...})`` also returns ``features`` (hidden states keyed
 ``"<module>.<layer>"``) and ``feature_masks`` (per module, True at real tokens) captured in the same pass
-(see ``optima.distill.taps``), so a DDP-wrapped task model can be tapped through its ``forward``.
+(see ``optima.models.taps``), so a DDP-wrapped task model can be tapped through its ``forward``.
 The task model's state dict is ``coca.*`` + ``head.*``.
 """
 
@@ -35,13 +35,11 @@ from open_clip.transformer import AttentionalPooler
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from optima.config import TASKS
 from optima.errors import CheckpointError, ConfigError, DataError
 from optima.models.checkpoint import WEIGHTS_FILE, read_record, write_checkpoint
 from optima.models.factory import check_state_fits, coca_from_config, model_config, read_state_dict
 from optima.models.modules import unwrap_model
-
-FIXED_CLASSES = {"snli_ve": 3, "nlvr2": 2}
+from optima.runtime import at_least_float32
 
 
 def decoder_hidden_states(decoder: nn.Module, image_embs: torch.Tensor, text_embs: torch.Tensor) -> torch.Tensor:
@@ -136,7 +134,7 @@ class TaskModel(nn.Module):
     def forward(self, batch: Mapping, tap_layers: Mapping[str, Iterable[int]] | None = None) -> dict:
         if not tap_layers:
             return self._forward(batch)
-        from optima.distill.taps import FeatureTaps
+        from optima.models.taps import FeatureTaps
 
         with FeatureTaps(self.coca, tap_layers) as taps:
             outputs = self._forward(batch)
@@ -170,7 +168,7 @@ class CaptioningModel(TaskModel):
                 "logit_scale": out["logit_scale"]}
 
     def loss(self, outputs: Mapping, batch: Mapping) -> dict:
-        caption = F.cross_entropy(outputs["logits"].float().transpose(1, 2), outputs["labels"],
+        caption = F.cross_entropy(at_least_float32(outputs["logits"]).transpose(1, 2), outputs["labels"],
                                   ignore_index=self.pad_id)
         losses = {"caption_loss": caption}
         total = self.options["caption_weight"] * caption
@@ -181,8 +179,8 @@ class CaptioningModel(TaskModel):
             clip_loss = ClipLoss(gather_with_grad=distributed,
                                  rank=torch.distributed.get_rank() if distributed else 0,
                                  world_size=torch.distributed.get_world_size() if distributed else 1)
-            contrastive = clip_loss(outputs["image_features"].float(), outputs["text_features"].float(),
-                                    outputs["logit_scale"].float())
+            contrastive = clip_loss(at_least_float32(outputs["image_features"]), at_least_float32(outputs["text_features"]),
+                                    at_least_float32(outputs["logit_scale"]))
             losses["contrastive_loss"] = contrastive
             total = total + self.options["contrastive_weight"] * contrastive
         losses["loss"] = total
@@ -201,22 +199,23 @@ class CaptioningModel(TaskModel):
 class ClassificationModel(TaskModel):
     """VQA, SNLI-VE and NLVR2 (``pairs=2``: two images per sentence)."""
 
-    def __init__(self, task: str, coca: nn.Module, num_classes: int):
+    def __init__(self, task: str, coca: nn.Module, num_classes: int, pairs: int = 1, soft_targets: bool = False):
+        """``pairs``: images per example, each (image, text) pair pooled apart and concatenated (NLVR2: 2);
+        ``soft_targets``: binary cross-entropy on ``answer_scores`` (VQA) instead of cross-entropy on ``label``."""
         coca = unwrap_model(coca)
-        pairs = 2 if task == "nlvr2" else 1
         heads = coca.text_decoder.cross_attn[0].attn.num_heads
         super().__init__(coca, ClassificationHead(coca.text_decoder.width, heads, num_classes, pairs), num_classes)
-        self.task = task
+        self.task, self.pairs, self.soft_targets = task, pairs, soft_targets
 
     def inputs(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
         texts = _require(batch, "text", self.task)
-        if self.task != "nlvr2":
+        if self.pairs == 1:
             return _require(batch, "image", self.task), texts
         images = _require(batch, "images", self.task)
-        if images.dim() != 5 or images.shape[1] != 2:
-            raise DataError(f"nlvr2 batch: 'images' must be [B, 2, 3, H, W], got {list(images.shape)}")
+        if images.dim() != 5 or images.shape[1] != self.pairs:
+            raise DataError(f"{self.task} batch: 'images' must be [B, {self.pairs}, 3, H, W], got {list(images.shape)}")
         # pair order: (example 0, image 0), (example 0, image 1), (example 1, image 0), ...
-        return images.flatten(0, 1), texts.repeat_interleave(2, dim=0)
+        return images.flatten(0, 1), texts.repeat_interleave(self.pairs, dim=0)
 
     def _forward(self, batch: Mapping) -> dict:
         images, texts = self.inputs(batch)
@@ -227,11 +226,11 @@ class ClassificationModel(TaskModel):
         return {"logits": self.head.classifier(pooled), "pooled": pooled}
 
     def loss(self, outputs: Mapping, batch: Mapping) -> dict:
-        logits = outputs["logits"].float()
-        if self.task == "vqa":
+        logits = at_least_float32(outputs["logits"])
+        if self.soft_targets:
             scores = _require(batch, "answer_scores", self.task).to(logits.dtype)
             if scores.shape != logits.shape:
-                raise DataError(f"vqa batch: 'answer_scores' has shape {list(scores.shape)}, the model predicts "
+                raise DataError(f"{self.task} batch: 'answer_scores' has shape {list(scores.shape)}, the model predicts "
                                 f"{list(logits.shape)} ({self.num_classes} answers)")
             bce = F.binary_cross_entropy_with_logits(logits, scores, reduction="sum") / logits.shape[0]
             return {"loss": bce, "bce_loss": bce}
@@ -248,26 +247,6 @@ class ClassificationModel(TaskModel):
         return int(outputs["logits"].shape[0])
 
 
-def create_task_model(task: str, coca: nn.Module, num_classes: int | None = None, **options) -> TaskModel:
-    """The task model of ``task`` around ``coca``. ``num_classes``: required for vqa (the answer
-    vocabulary), fixed for snli_ve (3) and nlvr2 (2). Captioning options: ``caption_weight`` (1.0),
-    ``contrastive_weight`` (0.0)."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    if task == "captions":
-        return CaptioningModel(coca, **options)
-    if options:
-        raise ConfigError(f"{task}: unknown task model option(s) {', '.join(sorted(options))}")
-    if task in FIXED_CLASSES:
-        if num_classes not in (None, FIXED_CLASSES[task]):
-            raise ConfigError(f"{task} has {FIXED_CLASSES[task]} classes, got num_classes={num_classes}")
-        num_classes = FIXED_CLASSES[task]
-    elif not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"{task}: num_classes (the answer vocabulary size) must be a positive integer, "
-                          f"got {num_classes!r}")
-    return ClassificationModel(task, coca, num_classes)
-
-
 def save_task_model(task_model: TaskModel, run_dir: str | os.PathLike) -> None:
     """``model.safetensors`` (``coca.*`` + ``head.*``) and ``model_config.json`` (CoCa config + task)."""
     task_model = getattr(task_model, "module", task_model)
@@ -275,7 +254,9 @@ def save_task_model(task_model: TaskModel, run_dir: str | os.PathLike) -> None:
     write_checkpoint(run_dir, task_model.state_dict(), {**recorded, "task": task_model.config})
 
 
-def load_task_model(run_dir: str | os.PathLike) -> TaskModel:
+def load_task_model_with(run_dir: str | os.PathLike, create_task_model) -> TaskModel:
+    """The task model saved in ``run_dir``, built by ``create_task_model(task, coca, num_classes, **options)``
+    (``optima.tasks.create_task_model``: the task registry decides the head) and loaded strictly."""
     from pathlib import Path
 
     record = read_record(run_dir)

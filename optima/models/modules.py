@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 from optima.errors import ConfigError
 
 

@@ -17,7 +17,7 @@ from typing import Mapping
 
 from torch import nn
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 from optima.errors import ConfigError
 from optima.models.factory import coca_from_config, load_weights, model_config
 from optima.models.modules import num_layers, parse_layer_key, unwrap_model

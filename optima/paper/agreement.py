@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
+from optima.distill.rounds import REWARDS as REWARD_KINDS
 
-REWARD_KINDS = ("probe", "task", "train")
 BASELINE = "finetune"
 SOURCE_METHOD = "uniform"
 
@@ -46,7 +46,7 @@ def module_gains(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame:
 
     rows = []
     for task, column in PRIMARY_COLUMNS.items():
-        part = runs[(runs.task == task) & (runs.split == split) & (runs.metric == column.metric)]
+        part = runs[runs.task.eq(task) & (runs.split == split) & (runs.metric == column.metric)]
         part = part.assign(value=part["value"] * column.scale)
         base = part[part.method == BASELINE].set_index("seed")["value"]
         for module in MODULES:
@@ -104,10 +104,10 @@ def agreement(gains: pd.DataFrame, offsets: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     for task in [t for t in TASKS if t in set(gains.task)]:
-        gain = gains[gains.task == task].set_index("module")["gain"]
+        gain = gains[gains.task.eq(task)].set_index("module")["gain"]
         by_gain = list(gain.sort_values(ascending=False).index)
         for kind in REWARD_KINDS:
-            offset = offsets[(offsets.task == task) & (offsets.kind == kind)].set_index("module")["offset"]
+            offset = offsets[offsets.task.eq(task) & (offsets.kind == kind)].set_index("module")["offset"]
             common = [m for m in MODULES if m in gain.index and m in offset.index]
             if len(common) < 2:
                 continue
@@ -127,9 +127,9 @@ def selection_shares(rounds: pd.DataFrame, gains: pd.DataFrame, method: str = "o
     part = rounds[(rounds.method == method) & rounds["arm"].isin(MODULES)]
     rows = []
     for task in [t for t in TASKS if t in set(part.task)]:
-        counts = part[part.task == task]["arm"].value_counts()
+        counts = part[part.task.eq(task)]["arm"].value_counts()
         shares = {m: float(counts.get(m, 0)) / float(counts.sum()) for m in MODULES}
-        gain = gains[gains.task == task].set_index("module")["gain"]
+        gain = gains[gains.task.eq(task)].set_index("module")["gain"]
         rows.append({"task": task, **shares, "most_chosen": max(shares, key=shares.get),
                      "best_single": gain.idxmax() if not gain.empty else None})
     return pd.DataFrame(rows, columns=["task", *MODULES, "most_chosen", "best_single"])
@@ -209,7 +209,7 @@ def applies(config: dict, source: str = SOURCE_METHOD) -> bool:
     method logging rewards."""
     run = set(config["distill"]["run"])
     return ({BASELINE, source} <= run and any(f"fixed-{m}" in run for m in MODULES)
-            and bool(config["distill"].get("log_rewards", False)))
+            and bool(config["distill"]["log_rewards"]))
 
 
 def run(args) -> int:

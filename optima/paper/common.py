@@ -1,4 +1,4 @@
-"""Arguments and defaults shared by `optima collect`, `optima tables` and `optima figures`."""
+"""What `optima collect`, `optima tables` and `optima figures` share: the options, the results root, logging."""
 
 from __future__ import annotations
 
@@ -10,24 +10,19 @@ LOG = logging.getLogger("optima.paper")
 
 
 def add_config_arguments(parser) -> None:
-    """The options every verb accepts (runs.md): --config, --set, --threads."""
-    parser.add_argument("--config", help="config file; gives default paths (paths.results), the method -> "
-                        "policy map and the method order")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="accepted for uniformity with the other verbs (this verb does not use torch)")
+    """The shared --config/--set/--threads (``optima.args``); the config here is optional."""
+    from optima.args import add_config_arguments as add_shared
+
+    add_shared(parser, required=False,
+               config_help="config file; gives default paths (paths.results), the method -> policy map and the "
+                           "method order",
+               threads_help="accepted for uniformity with the other verbs (this verb does not use torch)")
 
 
 def load_optional_config(args) -> dict | None:
-    from optima.config import load_config
-    from optima.errors import ConfigError
+    from optima.args import load_config_from_args
 
-    if args.config is None:
-        if args.overrides:
-            raise ConfigError("--set: needs --config")
-        return None
-    return load_config(args.config, args.overrides)
+    return load_config_from_args(args, optional=True)
 
 
 def results_root(config: dict | None) -> Path:

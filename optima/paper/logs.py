@@ -1,4 +1,4 @@
-"""The distillation runs' ``train_log.csv`` files (layout and columns: runs.md) and their compact form.
+"""The distillation runs' ``train_log.csv`` files (layout and columns: docs/runs.md) and their compact form.
 
 The figures read the logs through a *source*: :class:`TrainLogs` (the logs under a results folder) or
 :class:`CompactLogs` (``rounds.csv``: one row per bandit round; ``curves.csv``: the loss columns per
@@ -48,7 +48,7 @@ def find_logs(logs_root: str | Path, task: str, method: str, seeds=None) -> dict
 
 
 def read_train_log(path: str | Path, numeric=()) -> pd.DataFrame:
-    """One train log: the runs.md numeric columns and ``numeric`` as floats (empty cells NaN), ``arm``
+    """One train log: the docs/runs.md numeric columns and ``numeric`` as floats (empty cells NaN), ``arm``
     as text ("" when empty)."""
     return _read_log_csv(path, "train log", [*NUMERIC_COLUMNS, *numeric], "step, lr, loss, ...")
 
@@ -65,7 +65,7 @@ def _read_log_csv(path: str | Path, what: str, numeric, header_hint: str) -> pd.
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: cannot read {what}: {exc}") from None
     if "step" not in log.columns:
-        raise DataError(f"{path}: no 'step' column ({what} columns: runs.md)")
+        raise DataError(f"{path}: no 'step' column ({what} columns: docs/runs.md)")
     for column in [c for c in dict.fromkeys(numeric) if c in log.columns and c not in TEXT_COLUMNS]:
         if pd.api.types.is_numeric_dtype(log[column]):  # the usual case: pandas parsed every cell
             log[column] = log[column].astype(float)

@@ -1,6 +1,6 @@
 """Read and validate the runs' metrics: metrics JSON files (collect) and ``runs.csv`` (tables, figures).
 
-``runs.csv`` is long form: task, method, seed, role, split, metric, value (runs.md). The tables work
+``runs.csv`` is long form: task, method, seed, role, split, metric, value (docs/runs.md). The tables work
 on a *seed table*: one row per (method, seed), one column per displayed :class:`~optima.paper.spec.Column`,
 values already on the displayed scale.
 """
@@ -85,7 +85,7 @@ def read_metrics_json(path: str | Path) -> tuple[dict, list[dict]]:
         bounds = METRIC_RANGES[task](metric)
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
             raise DataError(f"{path}: metrics.{metric}: {value!r} is outside [{bounds[0]:g}, {bounds[1]:g}] "
-                            f"(wrong scale? see runs.md for each metric's scale)")
+                            f"(wrong scale? see docs/runs.md for each metric's scale)")
         rows.append({"task": task, "method": method, "seed": seed, "role": role, "split": split,
                      "metric": metric, "value": float(value)})
     key = {"task": task, "method": method, "seed": seed, "split": split}

@@ -6,53 +6,65 @@ Pure Python (no pandas), so the CLI and Snakemake can import it cheaply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
-from optima.config import MODULES, TASKS
-
-# Primary metric per task (runs.md); the main table adds BLEU-4 for captioning.
-PRIMARY_METRIC = {"captions": "CIDEr", "vqa": "overall", "snli_ve": "accuracy", "nlvr2": "accuracy"}
-
-TASK_NAMES = {"vqa": "VQA v2", "snli_ve": "SNLI-VE", "nlvr2": "NLVR2", "captions": "COCO captioning"}
+from optima.coca_modules import MODULES
+from optima.tasks import Column, get_task, table_columns, task_names
 
 
-@dataclass(frozen=True)
-class Column:
-    """One numeric column of a table: a task's metric, shown as ``value * scale``.
+class _TaskView(Mapping):
+    """A read-only mapping task -> ``value(task)`` over the task registry (``optima.tasks``), live: a task
+    registered later appears in it. ``table_order``: iterate in the main table's task order."""
 
-    Every column is shown on a 0-100-like scale, as papers print them: VQA score is already in
-    percent, accuracies and BLEU are fractions (x100), CIDEr is printed x100 (e.g. 143.6).
-    """
+    def __init__(self, value, table_order: bool = True):
+        self._value, self._table_order = value, table_order
 
-    key: str
-    task: str
-    metric: str
-    label: str
-    scale: float
-    primary: bool  # primary metric of its task: counted in the average and in figures
+    def _names(self) -> list[str]:
+        if not self._table_order:
+            return list(task_names())
+        return list(dict.fromkeys(c.task for c in table_columns()))
+
+    def __getitem__(self, task: str):
+        if task not in task_names():
+            raise KeyError(task)
+        return self._value(get_task(task))
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
-MAIN_COLUMNS: tuple[Column, ...] = (
-    Column("vqa", "vqa", "overall", "VQA score", 1.0, True),
-    Column("snli_ve", "snli_ve", "accuracy", "SNLI-VE acc.", 100.0, True),
-    Column("nlvr2", "nlvr2", "accuracy", "NLVR2 acc.", 100.0, True),
-    Column("cider", "captions", "CIDEr", "COCO CIDEr", 100.0, True),
-    Column("bleu4", "captions", "Bleu_4", "COCO BLEU-4", 100.0, False),
-)
-PRIMARY_COLUMNS = {c.task: c for c in MAIN_COLUMNS if c.primary}
+class _ColumnsView(Sequence):
+    """Every task's table columns in table order (``optima.tasks.table_columns``), live."""
 
-# Range each metric must fall in, on the scale the metric functions write (runs.md). A value
+    def __getitem__(self, index):
+        return table_columns()[index]
+
+    def __len__(self) -> int:
+        return len(table_columns())
+
+
+class _TaskNames(Sequence):
+    """The registered task names, in registration order, live."""
+
+    def __getitem__(self, index):
+        return task_names()[index]
+
+    def __len__(self) -> int:
+        return len(task_names())
+
+
+TASKS = _TaskNames()
+# Primary metric per task (docs/runs.md); the main table adds BLEU-4 for captioning.
+PRIMARY_METRIC = _TaskView(lambda task: task.primary_column.metric, table_order=False)
+TASK_NAMES = _TaskView(lambda task: task.display_name)
+MAIN_COLUMNS = _ColumnsView()
+PRIMARY_COLUMNS = _TaskView(lambda task: task.primary_column)
+# Range each metric must fall in, on the scale the metric functions write (docs/runs.md). A value
 # outside it almost always means a metric was written on the wrong scale (percent vs fraction).
-_FRACTION_METRICS = re.compile(
-    r"^(accuracy(_.+)?|consistency|Bleu_[1-4]|METEOR|ROUGE_L|SPICE)$"
-)
-METRIC_RANGES = {
-    "vqa": lambda m: (0.0, 100.0),
-    "snli_ve": lambda m: (0.0, 1.0) if _FRACTION_METRICS.match(m) else None,
-    "nlvr2": lambda m: (0.0, 1.0) if _FRACTION_METRICS.match(m) else None,
-    # CIDEr-D is bounded by 10 (its x10 factor on a cosine similarity)
-    "captions": lambda m: (0.0, 10.0) if m == "CIDEr" else ((0.0, 1.0) if _FRACTION_METRICS.match(m) else None),
-}
+METRIC_RANGES = _TaskView(lambda task: task.metric_range)
 
 TEACHER = "teacher"
 REFERENCE = "optima"
@@ -82,7 +94,7 @@ ADAPTIVE_POLICIES = ("optima", "ts", "discounted_ts", "sliding_window_ts", "ucb"
 _ALL_POLICIES = ("none", "layerwise", "uniform", "fixed") + ADAPTIVE_POLICIES
 _NAME_POLICY = {"finetune": "none", "kd": "none"}
 
-# The single-module analysis: no distillation, each module alone, all modules (PAPER.md).
+# The single-module analysis: no distillation, each module alone, all modules (docs/paper.md).
 SINGLE_MODULE_METHODS = ("finetune", *(f"fixed-{m}" for m in MODULES), "layerwise")
 
 

@@ -41,7 +41,7 @@ def _primary_teacher_values(runs: pd.DataFrame) -> pd.DataFrame:
     teachers = runs[runs.method == "teacher"]
     parts = []
     for task, column in PRIMARY_COLUMNS.items():
-        selected = teachers[(teachers.task == task) & (teachers.metric == column.metric)]
+        selected = teachers[teachers.task.eq(task) & (teachers.metric == column.metric)]
         parts.append(selected.assign(value=selected["value"] * column.scale)[["task", "split", "metric", "seed", "value"]])
     return pd.concat(parts, ignore_index=True)
 
@@ -91,7 +91,7 @@ def student_spread(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     students = runs[runs.role == "student"]
     for task, column in PRIMARY_COLUMNS.items():
-        part = students[(students.task == task) & (students.metric == column.metric)]
+        part = students[students.task.eq(task) & (students.metric == column.metric)]
         part = part.assign(value=part["value"] * column.scale)
         for split, by_split in part.groupby("split"):
             stds = by_split.groupby("method")["value"].std(ddof=1)

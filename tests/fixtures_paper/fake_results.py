@@ -1,4 +1,4 @@
-"""A realistic fake results tree (runs.md layout) for the paper tests: metrics JSON files for every
+"""A realistic fake results tree (docs/runs.md layout) for the paper tests: metrics JSON files for every
 task x method x seed plus the teacher, and train_log.csv files with arms, rounds and rewards."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ MODULES = ("vision", "text", "multimodal")
 
 
 def fake_metrics(task: str, method: str, seed: int) -> dict:
-    """Metric values on the runs.md scales, deterministic in (task, method, seed)."""
+    """Metric values on the docs/runs.md scales, deterministic in (task, method, seed)."""
     rng = np.random.default_rng([TASKS.index(task), sum(map(ord, method)), seed])
     gain = (OFFSET.get(method, 1.0) + rng.normal(0.0, 0.5)) / 100.0  # fraction
     if task == "vqa":

@@ -14,7 +14,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from optima.config import TASKS as KNOWN_TASKS
+from optima.tasks import task_names
 from optima.config import ConfigWarning, load_config
 from optima.data.fetch import load_manifest as load_fetch_manifest
 from optima.data.fetch import manual_inputs as fetch_manual_inputs
@@ -123,6 +123,8 @@ try:
     with warnings.catch_warnings(record=True) as _config_warnings:
         warnings.simplefilter("always", ConfigWarning)
         _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)  # schema + cross-references, naming the key
+    # the keys as written: what a job's fingerprint and DVC's params name (a default is not a DVC param)
+    WRITTEN_CONFIG = load_config(CONFIG_FILE, CONFIG_OVERRIDES, defaults=False)
     _check_method_names(_loaded)
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}")
@@ -130,12 +132,12 @@ for _warning in _config_warnings:  # e.g. a policy whose memory is longer than i
     logger.warning(f"config warning: {_warning.message}")
 config.clear()
 config.update(_loaded)
-validate(config, "../schemas/config.schema.yaml")
+validate(config, "../schemas/config.schema.yaml", set_default=False)  # defaults: optima.config.with_defaults
 
 # distillation jobs: one per task (default on a CPU: its students in turn) or one per student
-DISTILL_GROUP = config["distill"].get("group_by", "task")
+DISTILL_GROUP = config["distill"]["group_by"]
 # evaluation jobs: one per task (default; a tiny model scores faster than a job starts) or one per run
-EVAL_GROUP = config["eval"].get("group_by", "task")
+EVAL_GROUP = config["eval"]["group_by"]
 
 # dvc.yaml is generated for params.yaml as it is: only that run is recorded in dvc.lock (rule dvc_lock)
 DVC_TRACKED = CONFIG_FILE == "params.yaml" and not CONFIG_OVERRIDES and os.path.isdir(".dvc")
@@ -148,7 +150,7 @@ DATA = config["paths"]["data"].rstrip("/")
 RESULTS = config["paths"]["results"].rstrip("/")
 # distill.teacher_seed: `shared` (one teacher per task, fine-tuned with the global seed) or `per_seed`
 # (student seed s distils from the teacher fine-tuned with seed s: the teacher is part of each replicate)
-TEACHER_PER_SEED = config["distill"].get("teacher_seed", "shared") == "per_seed"
+TEACHER_PER_SEED = config["distill"]["teacher_seed"] == "per_seed"
 TEACHER_SEEDS = SEEDS if TEACHER_PER_SEED else [int(config["seed"])]
 
 
@@ -165,13 +167,13 @@ def _logs_root(results):
 LOGS = _logs_root(RESULTS)
 
 wildcard_constraints:
-    task="|".join(KNOWN_TASKS),  # any task, not only config["tasks"]: pretraining reads the captions data
+    task="|".join(task_names()),  # any task, not only config["tasks"]: pretraining reads the captions data
     split="train|val|test",
     method="|".join(re.escape(m) for m in METHODS),
     seed=r"\d+",
 
 # --------------------------------------------------------------------------------------------
-# Run directories (runs.md): the files of a training run that later jobs read or that are results.
+# Run directories (docs/runs.md): the files of a training run that later jobs read or that are results.
 # checkpoints/ is left out on purpose: it is resume state, not a result.
 # --------------------------------------------------------------------------------------------
 RUN_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv", "metrics.json")
@@ -201,7 +203,7 @@ def targets_dir(task="{task}", seed="{seed}"):
 
 
 def teacher_cache_enabled():
-    return (config["distill"].get("teacher_cache") or {}).get("mode", "never") != "never"
+    return config["distill"]["teacher_cache"]["mode"] != "never"
 
 
 def targets_input(wildcards):
@@ -302,7 +304,7 @@ def out_dir_of(wildcards, output):
 
 def pretrained_input(wildcards):
     """A local pretrained checkpoint is an input (its change reruns the teacher); an open_clip tag is not."""
-    pretrained = config["model"].get("pretrained")
+    pretrained = config["model"]["pretrained"]
     return [pretrained] if pretrained and os.path.exists(pretrained) else []
 
 
@@ -331,7 +333,7 @@ def official_inputs(wildcards):
 
 
 def gpus_per_job():
-    return 1 if config["runtime"].get("device") == "cuda" else 0
+    return 1 if config["runtime"]["device"] == "cuda" else 0
 
 
 def launcher(wildcards, resources):
@@ -367,7 +369,7 @@ TRAIN_IGNORED_EVAL_KEYS = ("split", "batch_size", "meteor")
 
 
 def _present(section, names=None, exclude=()):
-    node = config.get(section) or {}
+    node = WRITTEN_CONFIG.get(section) or {}
     names = node.keys() if names is None else names
     return [f"{section}.{name}" for name in names if name in node and name not in exclude]
 
@@ -380,7 +382,7 @@ def _model_keys():
 
 def method_keys(method):
     keys = _present("distill", exclude=DISTILL_RUN_KEYS) + [f"distill.methods.{method}"]
-    if config["distill"]["methods"][method]["policy"] == "optima" and "optima" in config["distill"]:
+    if config["distill"]["methods"][method]["policy"] == "optima" and "optima" in WRITTEN_CONFIG["distill"]:
         keys.append("distill.optima")
     return keys
 
@@ -409,7 +411,7 @@ def config_keys(rule_name, wildcards):
 
 
 def config_value(key):
-    node = config
+    node = WRITTEN_CONFIG
     for part in key.split("."):
         node = node[part]
     return node

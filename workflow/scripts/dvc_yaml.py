@@ -36,19 +36,20 @@ HEADER = (
 )
 # A stage's code dependencies: the subpackages its verb runs, so a code change reruns the stages
 # it can affect (config.py, io.py and errors.py are shared plumbing and left out on purpose).
+_TRAIN = ["optima/data", "optima/models", "optima/distill", "optima/tasks", "optima/commands"]
 CODE_DEPS = {
-    "prepare": ["optima/data"],
-    "pretrain": ["optima/data", "optima/models", "optima/distill", "optima/eval"],
-    "finetune": ["optima/data", "optima/models", "optima/distill", "optima/eval"],
-    "teacher_targets": ["optima/data", "optima/models", "optima/distill"],
-    "distill": ["optima/data", "optima/models", "optima/distill", "optima/bandits", "optima/eval"],
-    "distill_task": ["optima/data", "optima/models", "optima/distill", "optima/bandits", "optima/eval"],
-    "evaluate_teacher": ["optima/data", "optima/models", "optima/eval"],
-    "evaluate_student": ["optima/data", "optima/models", "optima/eval"],
-    "evaluate_task": ["optima/data", "optima/models", "optima/eval"],
-    "collect": ["optima/paper"],
-    "tables": ["optima/paper"],
-    "figures": ["optima/paper"],
+    "prepare": ["optima/data", "optima/tasks"],
+    "pretrain": _TRAIN + ["optima/eval"],
+    "finetune": _TRAIN + ["optima/eval"],
+    "teacher_targets": _TRAIN,
+    "distill": _TRAIN + ["optima/bandits", "optima/eval"],
+    "distill_task": _TRAIN + ["optima/bandits", "optima/eval"],
+    "evaluate_teacher": ["optima/data", "optima/models", "optima/eval", "optima/tasks", "optima/commands"],
+    "evaluate_student": ["optima/data", "optima/models", "optima/eval", "optima/tasks", "optima/commands"],
+    "evaluate_task": ["optima/data", "optima/models", "optima/eval", "optima/tasks", "optima/commands"],
+    "collect": ["optima/paper", "optima/tasks"],
+    "tables": ["optima/paper", "optima/tasks"],
+    "figures": ["optima/paper", "optima/tasks"],
 }
 # fetch_<resource> stages (paper scale: the downloads, workflow/rules/fetch.smk) have no code
 # dependency on purpose: a change in optima/data must not download 20 GB again.

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from optima.config import MODULES
+from optima.coca_modules import MODULES
 from optima.errors import ConfigError
 from optima.models.modules import layer_output_modules, unwrap_model
 
@@ -36,6 +36,9 @@ def _in_backward() -> bool:
     """True while autograd runs a backward pass (checkpointed blocks are recomputed there)."""
     graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
     return graph_task_id is not None and graph_task_id() != -1
+
+
+POOLER_KEY = "vision.pool"  # feature key of the vision module's attentional-pooler output tokens
 
 
 def feature_key(module: str, layer: int) -> str:
@@ -125,7 +128,6 @@ class FeatureTaps:
         if tokens is None:
             raise ConfigError("feature taps: the vision tower returns no output tokens, so there is no "
                               "attentional pooler to match (set distill.vision_pooler: false)")
-        from optima.distill.losses import POOLER_KEY
 
         self.features[POOLER_KEY] = tokens.detach() if self.detach else tokens
         self.calls[POOLER_KEY] += 1

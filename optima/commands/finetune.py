@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from optima.distill.commands.common import add_common_arguments
+from optima.args import add_run_arguments
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
-    add_common_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--init", required=True, help="pre-trained teacher run directory (optima pretrain --out)")
     parser.add_argument("--seed", type=int, default=None,
                         help="the teacher's seed (default: the config's `seed`); under distill.teacher_seed: per_seed "
@@ -16,15 +16,18 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from optima.config import config_hash, finetune_section
-    from optima.data.datasets import build_dataset
-    from optima.data.formats import check_task
+    from optima.tasks import build_dataset
+    from optima.tasks import check_task
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import finish_run, make_validator, metrics_record, read_run_info, setup
+    from optima.args import setup
+    from optima.eval.evaluate import make_validator
+    from optima.runs import finish_run, metrics_record, read_run_info
     from optima.distill.loop import TrainSpec, fit
     from optima.distill.objectives import TaskObjective
-    from optima.distill.runtime import seed_everything, shutdown
+    from optima.runtime import seed_everything, shutdown
     from optima.models import load_model
-    from optima.models.heads import create_task_model, save_task_model
+    from optima.models.heads import save_task_model
+    from optima.tasks import create_task_model
 
     task = check_task(args.task)
     if args.seed is not None:  # the saved config.yaml then names the seed the teacher was trained with
@@ -36,14 +39,14 @@ def run(args) -> int:
     seed_everything(seed)
     tokenizer = load_tokenizer(args.data)
     train_set = build_dataset(task, args.data, "train", tokenizer, data_cfg["image_size"], train=True,
-                              cache_images=data_cfg.get("cache_images", True))
+                              cache_images=data_cfg["cache_images"])
     coca = load_model(args.init)
     task_model = create_task_model(task, coca, getattr(train_set, "num_classes", None))
     fingerprint = {"verb": "finetune", "task": task, "finetune": section, "model": config["model"], "seed": seed,
                    "data": config_hash(data_cfg), "world_size": runtime.world_size}
     validate = make_validator(task_model, task, args.data, tokenizer, config, runtime)
     log = fit(TaskObjective(task_model), train_set, TrainSpec.from_config(section), runtime, args.out, seed,
-              fingerprint, num_workers=config["runtime"].get("num_workers", 0), desc=f"finetune {task}",
+              fingerprint, num_workers=config["runtime"]["num_workers"], desc=f"finetune {task}",
               evaluator=validate)
     run_info = {"task": task, "method": "teacher", "seed": seed, "role": "teacher"}
     metrics = metrics_record(run_info, "val", validate()) if validate else None

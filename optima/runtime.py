@@ -96,6 +96,26 @@ def init_runtime(device: str = "auto", precision: str = "auto", threads: int | N
     return Runtime(device=dev, rank=rank, world_size=world_size, local_rank=local_rank, precision=precision)
 
 
+def runtime_from_config(config: dict, threads: int | None = None) -> Runtime:
+    """The runtime a verb's config asks for (``runtime.device``, ``runtime.precision``)."""
+    return init_runtime(config["runtime"]["device"], config["runtime"]["precision"], threads)
+
+
+def to_device(batch, device):
+    """A batch (tensor, or dict of them) on ``device``; anything else passes through."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in float32 whatever the autocast dtype, and in float64 when the inputs are (the tests
+    that check exact identities, such as chunked == whole, run in float64)."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
 def shutdown(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -6,35 +6,31 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
+    from optima.args import add_config_arguments
+
+    add_config_arguments(parser)
     parser.add_argument("--data", required=True, help="prepared data directory of the run's task")
     parser.add_argument("--run", required=True, action="append", dest="runs",
                         help="run directory (a fine-tuned teacher or a student); repeatable, all of one task")
     parser.add_argument("--split", default=None, help="train | val | test (default: eval.split of the config)")
     parser.add_argument("--out", default=None, help="output file, with a single --run (default: RUN/metrics_<split>.json)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from optima.config import load_config
-    from optima.data.datasets import build_dataset
+    from optima.args import setup
+    from optima.tasks import build_dataset
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import metrics_record, read_run_info
-    from optima.distill.runtime import init_runtime
+    from optima.runs import metrics_record, read_run_info
     from optima.errors import CheckpointError, ConfigError
     from optima.eval.evaluate import evaluate
     from optima.io import atomic_write_json
-    from optima.models.heads import load_task_model
+    from optima.tasks import load_task_model
 
-    config = load_config(args.config, args.overrides)
     if args.out and len(args.runs) > 1:
         raise ConfigError("--out names one file: give it with a single --run (several runs write RUN/metrics_<split>.json)")
-    runtime = init_runtime(config["runtime"].get("device", "auto"), config["runtime"].get("precision", "auto"),
-                           args.threads)
+    config, runtime = setup(args)
     infos = []
     for run_dir in args.runs:  # check every run before scoring any: a bad one fails the job at once
         info = read_run_info(run_dir)
@@ -47,7 +43,7 @@ def run(args) -> int:
     split = args.split or config["eval"]["split"]
     tokenizer = load_tokenizer(args.data)
     dataset = build_dataset(infos[0]["task"], args.data, split, tokenizer, config["data"]["image_size"], train=False,
-                            cache_images=config["data"].get("cache_images", True))
+                            cache_images=config["data"]["cache_images"])
     for run_dir, info in zip(args.runs, infos):
         task_model = load_task_model(run_dir).to(runtime.device)
         scores = evaluate(task_model, dataset, tokenizer, config["eval"], runtime.device, runtime.autocast)

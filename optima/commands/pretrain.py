@@ -7,11 +7,11 @@ Paper scale (``pretrain.mode: load``): load open_clip's pretrained weights (``mo
 
 from __future__ import annotations
 
-from optima.distill.commands.common import add_common_arguments
+from optima.args import add_run_arguments
 
 
 def add_arguments(parser) -> None:
-    add_common_arguments(parser, data_help="prepared captions data (images + COCO captions + tokenizer.json)")
+    add_run_arguments(parser, data_help="prepared captions data (images + COCO captions + tokenizer.json)")
 
 
 def build_objective(coca, section: dict, runtime):
@@ -22,8 +22,8 @@ def build_objective(coca, section: dict, runtime):
         def __init__(self):
             super().__init__()
             self.model = coca
-            self.criterion = CoCaLoss(caption_loss_weight=section.get("caption_weight", 2.0),
-                                      clip_loss_weight=section.get("contrastive_weight", 1.0), pad_id=0,
+            self.criterion = CoCaLoss(caption_loss_weight=section["caption_weight"],
+                                      clip_loss_weight=section["contrastive_weight"], pad_id=0,
                                       rank=runtime.rank, world_size=runtime.world_size)
 
         def forward(self, batch):
@@ -38,11 +38,12 @@ def build_objective(coca, section: dict, runtime):
 
 def run(args) -> int:
     from optima.config import config_hash
-    from optima.data.datasets import build_dataset
+    from optima.tasks import build_dataset
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import finish_run, setup
+    from optima.args import setup
+    from optima.runs import finish_run
     from optima.distill.loop import TrainSpec, fit
-    from optima.distill.runtime import seed_everything, shutdown
+    from optima.runtime import seed_everything, shutdown
     from optima.distill.trainlog import TrainLog
     from optima.models import create_coca, save_model
 
@@ -53,18 +54,18 @@ def run(args) -> int:
     tokenizer = load_tokenizer(args.data)
     coca, model_config = create_coca(model_cfg["teacher"], vocab_size=tokenizer.vocab_size,
                                      context_length=tokenizer.context_length,
-                                     pretrained=model_cfg.get("pretrained"), return_config=True)
+                                     pretrained=model_cfg["pretrained"], return_config=True)
     run_info = {"task": None, "method": "pretrain", "seed": seed, "role": "pretrain"}
-    if section.get("mode", "train") == "load" or section["steps"] == 0:
+    if section["mode"] == "load" or section["steps"] == 0:
         log = TrainLog()
     else:
         dataset = build_dataset("captions", args.data, "train", tokenizer, config["data"]["image_size"],
-                                train=True, cache_images=config["data"].get("cache_images", True))
+                                train=True, cache_images=config["data"]["cache_images"])
         objective = build_objective(coca, section, runtime)
         fingerprint = {"verb": "pretrain", "pretrain": section, "model": model_cfg, "seed": seed,
                        "data": config_hash(config["data"]), "world_size": runtime.world_size}
         log = fit(objective, dataset, TrainSpec.from_config(section), runtime, args.out, seed, fingerprint,
-                  num_workers=config["runtime"].get("num_workers", 0), desc="pretrain")
+                  num_workers=config["runtime"]["num_workers"], desc="pretrain")
     finish_run(args.out, runtime, lambda d: save_model(coca.cpu(), d, model_config), log, config, run_info,
                metrics=None)
     shutdown(runtime)

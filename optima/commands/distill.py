@@ -11,7 +11,7 @@ modules the method's policy selects each round (``distill.methods.M``).
 
 from __future__ import annotations
 
-from optima.distill.commands.common import add_common_arguments
+from optima.args import add_run_arguments
 
 
 def add_arguments(parser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
                         help="a method defined in distill.methods of the config; repeatable (with --out-root)")
     parser.add_argument("--seed", type=int, action="append", required=True,
                         help="run seed (student training and policy); repeatable (with --out-root)")
-    add_common_arguments(parser, out_required=False)
+    add_run_arguments(parser, out_required=False)
     parser.add_argument("--out-root", default=None,
                         help="train every --method x --seed into OUT_ROOT/METHOD/seedSEED (instead of --out)")
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher run directory (optima finetune --out)")
@@ -44,51 +44,19 @@ def planned_runs(args) -> list[tuple[str, int, str]]:
     return [(method, seed, f"{args.out_root}/{method}/seed{seed}") for method in args.method for seed in args.seed]
 
 
-def build_objective(task: str, config: dict, teacher, num_classes, kd_weight: float, temperature: float,
-                    layer_weight: float):
-    """``(objective, student, layer_map)``: the student made from the teacher through the layer map, its
-    head copied from the teacher's, and the distillation objective with the config's loss settings."""
-    from optima.distill.objectives import DistillationObjective
-    from optima.models.heads import create_task_model
-    from optima.models.student import make_student
-
-    section, model_cfg = config["distill"], config["model"]
-    student_coca, layer_map = make_student(teacher.coca, model_cfg.get("student_layers", 0.5),
-                                           model_cfg.get("layer_map"))
-    student = create_task_model(task, student_coca, num_classes)
-    student.head.load_state_dict(teacher.head.state_dict())  # same widths: start from the teacher's head
-    if section.get("grad_checkpointing", False):
-        # activation checkpointing: each transformer block's activations are recomputed in backward instead
-        # of kept (open_clip's non-reentrant checkpoint; the feature taps ignore the recomputation)
-        student.coca.set_grad_checkpointing(True)
-    kd_kind = "sigmoid" if task == "vqa" and section.get("vqa_kd", "sigmoid") == "sigmoid" else "softmax"
-    objective = DistillationObjective(
-        student, teacher, layer_map, kd_weight, temperature, layer_weight,
-        layer_reduction=section.get("layer_reduction", "module_sum"),
-        vision_pooler=section.get("vision_pooler", True), kd_kind=kd_kind)
-    return objective, student, layer_map
-
-
-def training_set(task: str, config: dict, data_dir, tokenizer):
-    """The task's full training set, its items carrying their index (for cached teacher targets)."""
-    from optima.data.datasets import build_dataset
-    from optima.distill.targets import IndexedDataset
-
-    data_cfg = config["data"]
-    return IndexedDataset(build_dataset(task, data_dir, "train", tokenizer, data_cfg["image_size"], train=True,
-                                        cache_images=data_cfg.get("cache_images", True)))
-
-
 def run(args) -> int:
     from torch.utils.data import Subset
 
     from optima.config import method_spec
-    from optima.data.formats import check_task
+    from optima.tasks import check_task
+    from optima.args import setup
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import read_run_info, setup, validation_set
+    from optima.distill.setup import training_set
+    from optima.eval.evaluate import validation_set
+    from optima.runs import read_run_info
     from optima.distill.probe import split_probe
-    from optima.distill.runtime import shutdown
-    from optima.models.heads import load_task_model
+    from optima.runtime import shutdown
+    from optima.tasks import load_task_model
 
     task = check_task(args.task)
     runs = planned_runs(args)
@@ -103,7 +71,7 @@ def run(args) -> int:
     tokenizer = load_tokenizer(args.data)
     full_train = training_set(task, config, args.data, tokenizer)
     # every method trains on the same examples: those that show none of the probe's images
-    probe_idx, train_idx = split_probe(full_train, section.get("probe_size", 64), section.get("probe_seed", 0))
+    probe_idx, train_idx = split_probe(full_train, section["probe_size"], section["probe_seed"])
     shared = {"tokenizer": tokenizer, "full_train": full_train, "probe_idx": probe_idx,
               "train_set": Subset(full_train, train_idx),
               "val_set": validation_set(task, args.data, tokenizer, config) if runtime.is_main else None,
@@ -119,7 +87,7 @@ def check_teacher_seed(config: dict, teacher_info: dict, teacher_dir: str, seeds
     (the teacher is part of the replicate that seed s stands for; paired tests pair within it)."""
     from optima.errors import ConfigError
 
-    if config["distill"].get("teacher_seed", "shared") != "per_seed":
+    if config["distill"]["teacher_seed"] != "per_seed":
         return
     wrong = sorted({seed for seed in seeds if seed != teacher_info.get("seed")})
     if wrong:
@@ -133,27 +101,23 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
     """One student, from its seed on: nothing a previous student of the same process did reaches it."""
     from pathlib import Path
 
-    from optima.bandits.registry import build_method_policy
-    from optima.config import MODULES, config_hash, method_spec
-    from optima.distill.commands.common import finish_run, make_validator, metrics_record
+    from optima.config import config_hash, method_spec
     from optima.distill.loop import TrainSpec, fit
-    from optima.distill.probe import Probe
-    from optima.distill.rounds import RoundController
-    from optima.distill.runtime import seed_everything
-    from optima.distill.sampling import fixed_batch, to_device
+    from optima.distill.setup import build_student
     from optima.distill.targets import TeacherTargets, expected_meta
+    from optima.eval.evaluate import make_validator
     from optima.models.checkpoint import WEIGHTS_FILE
     from optima.models.heads import save_task_model
+    from optima.runs import finish_run, metrics_record
+    from optima.runtime import seed_everything
 
     method = method_spec(config, method_name)
     section, data_cfg, model_cfg = config["distill"], config["data"], config["model"]
     full_train, teacher = shared["full_train"], shared["teacher"]
-    seed_everything(seed)
-    objective, student, layer_map = build_objective(
-        task, config, teacher, getattr(full_train, "num_classes", None), method["kd_weight"],
-        method["temperature"], method["layer_weight"])
-    objective.to(runtime.device)
-    if args.targets:  # the teacher's outputs computed once for the task (optima teacher-targets)
+
+    def attach_targets(objective):
+        if not args.targets:  # the teacher's outputs computed once for the task (optima teacher-targets)
+            return
         if shared["targets"] is None:
             expected = expected_meta(objective, full_train, Path(args.teacher) / WEIGHTS_FILE)
             shared["targets"] = TeacherTargets.load(args.targets, expected, runtime.device)
@@ -164,30 +128,17 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
         if objective.targets is not None:
             objective.targets.misses = 0
 
-    callbacks = None
-    if method["policy"] != "none":
-        policy, arms = build_method_policy(method, MODULES, seed)
-        # the probe costs time: only a policy that learns from rewards (or a request to log them) pays for it
-        measure = policy.uses_rewards or bool(section.get("log_rewards", False))
-        probe = None
-        if measure and (method["reward"] in ("probe", "task") or section.get("log_rewards", False)):
-            probe = Probe.from_config(objective, to_device(fixed_batch(full_train, shared["probe_idx"]),
-                                                           runtime.device), runtime, section)
-
-        def set_active(modules):
-            objective.active = tuple(modules)
-
-        callbacks = RoundController(policy, arms, method["round_steps"], method["reward"],
-                                    probe.losses if probe else None, set_active, runtime, measure=measure)
-    else:
-        objective.active = tuple(MODULES)
+    seed_everything(seed)
+    built = build_student(task, method, config, teacher, full_train, shared["probe_idx"], runtime, seed,
+                          attach_targets)
+    objective, student, layer_map = built.objective, built.student, built.layer_map
 
     fingerprint = {"verb": "distill", "task": task, "method": method, "seed": seed, "distill": {
         k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima", "group_by")},
         "model": model_cfg, "data": config_hash(data_cfg), "world_size": runtime.world_size}
     validate = make_validator(student, task, args.data, shared["tokenizer"], config, runtime, shared["val_set"])
     log = fit(objective, shared["train_set"], TrainSpec.from_config(section), runtime, out, seed, fingerprint,
-              callbacks=callbacks, num_workers=config["runtime"].get("num_workers", 0),
+              callbacks=built.rounds, num_workers=config["runtime"]["num_workers"],
               desc=f"distill {task} {method_name} seed{seed}", evaluator=validate)
     if objective.targets is not None and runtime.is_main:
         print(f"teacher targets: {objective.targets.misses} batch(es) outside the cache, computed on the fly",

@@ -3,12 +3,12 @@ once and shared by every student of the task (``optima.distill.targets``; ``dist
 
 from __future__ import annotations
 
-from optima.distill.commands.common import add_common_arguments
+from optima.args import add_run_arguments
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("task", help="captions | vqa | snli_ve | nlvr2")
-    add_common_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher run directory (optima finetune --out)")
 
 
@@ -17,15 +17,16 @@ def run(args) -> int:
 
     import torch
 
-    from optima.data.formats import check_task
+    from optima.tasks import check_task
     from optima.data.tokenizers import load_tokenizer
-    from optima.distill.commands.common import read_run_info, setup
-    from optima.distill.commands.distill import build_objective, training_set
-    from optima.distill.runtime import shutdown
+    from optima.args import setup
+    from optima.distill.setup import build_objective, training_set
+    from optima.runs import read_run_info
+    from optima.runtime import shutdown
     from optima.distill.probe import split_probe
     from optima.distill.targets import build_and_write, cache_options, used_examples
     from optima.models.checkpoint import WEIGHTS_FILE
-    from optima.models.heads import load_task_model
+    from optima.tasks import load_task_model
 
     task = check_task(args.task)
     config, runtime = setup(args)
@@ -38,7 +39,7 @@ def run(args) -> int:
     objective.to(runtime.device).eval()
     section = config["distill"]
     # the examples the students of distill.seeds will see in distill.steps steps, and the probe
-    probe_idx, train_idx = split_probe(dataset, section.get("probe_size", 64), section.get("probe_seed", 0))
+    probe_idx, train_idx = split_probe(dataset, section["probe_size"], section["probe_seed"])
     examples = used_examples(dataset, section, train_idx, probe_idx)
     if runtime.is_main:
         with torch.no_grad(), runtime.autocast():

@@ -1,4 +1,4 @@
-"""What every training verb shares: arguments, config, runtime, run-directory bookkeeping."""
+"""Run directories (docs/runs.md): reading a finished run, writing a run's outputs, its metrics records."""
 
 from __future__ import annotations
 
@@ -8,27 +8,6 @@ import shutil
 from pathlib import Path
 
 from optima.errors import CheckpointError
-
-
-def add_common_arguments(parser, data_help: str = "prepared data directory of the task", out_required: bool = True) -> None:
-    parser.add_argument("--config", required=True, help="config file (params.yaml, config/*.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (dotted key, YAML value); repeatable")
-    parser.add_argument("--data", required=True, help=data_help)
-    parser.add_argument("--out", required=out_required, help="run directory to write (resumed if it holds a checkpoint)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-
-
-def setup(args):
-    """Load the config, start the runtime (joins torch.distributed under torchrun)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from optima.config import load_config
-    from optima.distill.runtime import init_runtime
-
-    config = load_config(args.config, args.overrides)
-    runtime_cfg = config.get("runtime", {})
-    runtime = init_runtime(runtime_cfg.get("device", "auto"), runtime_cfg.get("precision", "auto"), args.threads)
-    return config, runtime
 
 
 def read_run_info(run_dir: str | Path, expect_role: str | None = None, expect_task: str | None = None) -> dict:
@@ -89,31 +68,7 @@ def finish_run(run_dir: str | Path, runtime, save_model, train_log, config: dict
         atomic_write_json(run_dir / "metrics.json", metrics)
 
 
-def validation_set(task: str, data_dir, tokenizer, config: dict):
-    from optima.data.datasets import build_dataset
-
-    data_cfg = config["data"]
-    return build_dataset(task, data_dir, "val", tokenizer, data_cfg["image_size"], train=False,
-                         cache_images=data_cfg.get("cache_images", True))
-
-
-def make_validator(task_model, task: str, data_dir, tokenizer, config: dict, runtime, val_set=None):
-    """The validation-split evaluation a training verb runs at its end (and every ``eval_every``
-    steps); None on ranks other than 0, which never evaluate. ``val_set``: one already loaded."""
-    if not runtime.is_main:
-        return None
-    from optima.eval.evaluate import evaluate
-
-    if val_set is None:
-        val_set = validation_set(task, data_dir, tokenizer, config)
-
-    def validate() -> dict:
-        return evaluate(task_model, val_set, tokenizer, config["eval"], runtime.device, runtime.autocast,
-                        during_training=True)
-
-    return validate
-
-
 def metrics_record(run_info: dict, split: str, metrics: dict) -> dict:
+    """The content of a run's metrics_<split>.json: who was scored, on which split, and the scores."""
     return {"task": run_info.get("task"), "method": run_info["method"], "seed": run_info["seed"],
             "role": run_info["role"], "split": split, "metrics": metrics}

@@ -102,7 +102,7 @@ def _check_cross_references(config: dict, source: str) -> None:
 
     known = task_names()
     named = [("tasks", t) for t in config["tasks"]]
-    named += [("finetune.overrides", t) for t in (config["finetune"].get("overrides") or {})]
+    named += [("finetune.overrides", t) for t in config["finetune"]["overrides"]]
     for where, task in named:
         if task not in known:
             raise ConfigError(f"{source}: {where}: unknown task {task!r} (known: {', '.join(known)})")
@@ -272,7 +272,7 @@ def config_hash(section: Any) -> str:
 def finetune_section(config: dict, task: str) -> dict:
     """The fine-tuning settings of ``task``: ``finetune`` with ``finetune.overrides.<task>`` applied."""
     section = {k: v for k, v in config["finetune"].items() if k != "overrides"}
-    section.update((config["finetune"].get("overrides") or {}).get(task) or {})
+    section.update(config["finetune"]["overrides"].get(task) or {})
     return section
 
 

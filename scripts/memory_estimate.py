@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)
     section, batch_size = config["distill"], config["distill"]["batch_size"]
-    probe_size, chunk = section["probe_size"], section.get("probe_chunk") or section["probe_size"]
+    probe_size, chunk = section["probe_size"], section["probe_chunk"] or section["probe_size"]
     dataset, vocab, context, num_classes = _inputs(args.task, config, None, 4, 0)
     assert isinstance(dataset, RandomTaskData)
 
@@ -90,16 +90,16 @@ def main(argv=None) -> int:
         ("AdamW moments", "", n_student * 8 / gb, "2 x float32"),
         ("activations for backward", f"batch {batch_size}", (fixed + per_example * batch_size) / gb,
          f"{per_example / 1e6:.1f} MB per example + {fixed / gb:.2f} GB bf16 weight copies"
-         + (", grad checkpointing" if section.get("grad_checkpointing") else "")),
+         + (", grad checkpointing" if section["grad_checkpointing"] else "")),
         ("teacher outputs of the batch", f"batch {batch_size}", floats * 2 * batch_size / gb,
          f"bf16; {counts['features'] / 1e6:.2f} M feature + {counts['logits'] / 1e6:.2f} M logit values per example"),
         ("probe teacher outputs, before", f"{probe_size} x fp32", floats * 4 * probe_size / gb, "all on the GPU"),
-        ("probe teacher outputs, after", f"{chunk} x {section.get('probe_dtype', 'float32')}",
-         floats * torch.finfo(getattr(torch, section.get("probe_dtype", "float32"))).bits / 8
-         * (chunk if section.get("probe_storage", "device") != "device" else probe_size) / gb,
-         f"on the GPU ({section.get('probe_storage', 'device')} storage; host holds "
-         f"{floats * torch.finfo(getattr(torch, section.get('probe_dtype', 'float32'))).bits / 8 * probe_size / gb:.2f} GB)"
-         if section.get("probe_storage", "device") == "cpu" else f"on the GPU ({section.get('probe_storage')})"),
+        ("probe teacher outputs, after", f"{chunk} x {section['probe_dtype']}",
+         floats * torch.finfo(getattr(torch, section["probe_dtype"])).bits / 8
+         * (chunk if section["probe_storage"] != "device" else probe_size) / gb,
+         f"on the GPU ({section['probe_storage']} storage; host holds "
+         f"{floats * torch.finfo(getattr(torch, section['probe_dtype'])).bits / 8 * probe_size / gb:.2f} GB)"
+         if section['probe_storage'] == "cpu" else f"on the GPU ({section['probe_storage']})"),
     ]
     print(f"memory estimate: {args.config} {' '.join(args.overrides)}, task {args.task}, teacher "
           f"{config['model']['teacher']}, distill.batch_size {batch_size}, probe {probe_size} (chunk {chunk})")

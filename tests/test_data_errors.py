@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from optima.config import load_config
-from optima.data import formats
 from optima.tasks import build_dataset, task_names
 from optima.data.prepare import prepare
 from optima.errors import ConfigError, DataError

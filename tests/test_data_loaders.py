@@ -3,7 +3,6 @@
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

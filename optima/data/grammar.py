@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from optima.data.scenes import COL_NAMES, COLOURS, ROW_NAMES, SHAPES, SIZES, Obj, Scene, all_cell_names, cell_name
+from optima.data.scenes import COL_NAMES, COLOURS, ROW_NAMES, SHAPES, SIZES, Scene, all_cell_names, cell_name
 
 NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight")   # counts in texts are >= 1
 PLURALS = {"square": "squares", "circle": "circles", "triangle": "triangles", "diamond": "diamonds", "cross": "crosses"}

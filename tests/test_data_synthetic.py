@@ -46,6 +46,12 @@ def test_a_split_does_not_depend_on_other_split_sizes(generated, tmp_path):
     generate(get_task("vqa"), bigger, tmp_path, splits=("test",))
     name = get_task("vqa").annotation_files("test")["questions"]
     assert (tmp_path / name).read_bytes() == (generated / "vqa" / name).read_bytes()
+    # the captions training split (what pre-training reads) whatever the val/test sizes: params.yaml loads a
+    # teacher pre-trained under config/claims.yaml's larger val/test splits
+    other = SyntheticConfig(**{**TINY.__dict__, "images": {**TINY.images, "val": 30, "test": 1}})
+    generate(get_task("captions"), other, tmp_path / "captions", splits=("train",))
+    train = {k: v for k, v in _files(generated / "captions").items() if "train" in k}
+    assert train and _files(tmp_path / "captions") == train
 
 
 def test_captions_load_with_pycocotools(generated):

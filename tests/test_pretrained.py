@@ -79,10 +79,11 @@ def test_local_checkpoint_file_and_unknown_tag(tmp_path):
         create_coca("coca_ViT-L-14", pretrained="laion2b_s13b_b9k")
 
 
-def test_claims_config_loads_its_committed_pre_trained_teacher():
-    """config/claims.yaml fine-tunes the committed pre-trained teacher (a run directory, as `model.pretrained`
-    allows): it exists in a fresh clone, matches the sha256 its README states, and loads into the config's
-    teacher architecture weight for weight."""
+@pytest.mark.parametrize("config_file", ["params.yaml", "config/claims.yaml"])
+def test_config_loads_its_committed_pre_trained_teacher(config_file):
+    """params.yaml and config/claims.yaml fine-tune the committed pre-trained teacher (a run directory, as
+    `model.pretrained` allows): it exists in a fresh clone, matches the sha256 its README states, and loads into
+    the config's teacher architecture weight for weight."""
     import hashlib
     import json
     import re
@@ -93,7 +94,7 @@ def test_claims_config_loads_its_committed_pre_trained_teacher():
     from optima.config import load_config
 
     root = Path(__file__).resolve().parents[1]
-    config = load_config(root / "config" / "claims.yaml")
+    config = load_config(root / config_file)
     assert config["pretrain"]["mode"] == "load"
     folder = root / config["model"]["pretrained"]
     stated = re.search(r"sha256 of `model.safetensors`: ([0-9a-f]{64})", (folder / "README.md").read_text()).group(1)
@@ -104,3 +105,28 @@ def test_claims_config_loads_its_committed_pre_trained_teacher():
     saved = load_file(folder / "model.safetensors")
     state = coca.state_dict()
     assert saved.keys() == state.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_the_defaults_committed_teacher_was_pre_trained_on_its_data_model_and_recipe():
+    """The teacher params.yaml loads was pre-trained (its config.yaml) on exactly the default's captions training
+    data and model, with the default's pre-training keys: only the val/test image counts differ, which
+    pre-training does not read (a synthetic split does not depend on another's size:
+    tests/test_data_synthetic.py). So `pretrain.mode: train` alone pre-trains the same recipe again."""
+    from pathlib import Path
+
+    import yaml
+
+    from optima.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    default = load_config(root / "params.yaml")
+    teacher = yaml.safe_load((root / default["model"]["pretrained"] / "config.yaml").read_text())
+    assert teacher["seed"] == default["seed"] and teacher["pretrain"]["mode"] == "train"
+    for section in ("model", "pretrain"):
+        differ = {k for k in default[section] if default[section][k] != teacher[section].get(k)}
+        assert differ <= {"pretrained", "mode", "eval_every"}, (section, differ)  # eval_every: unset = None
+    assert default["pretrain"]["eval_every"] is None and "eval_every" not in teacher["pretrain"]
+    data = {k: v for k, v in default["data"].items() if k != "synthetic"}
+    assert data == {k: v for k, v in teacher["data"].items() if k != "synthetic"}
+    synthetic, teachers = dict(default["data"]["synthetic"]), dict(teacher["data"]["synthetic"])
+    assert synthetic.pop("images")["train"] == teachers.pop("images")["train"] and synthetic == teachers

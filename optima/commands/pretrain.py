@@ -1,8 +1,9 @@
 """`optima pretrain`: the teacher's starting point.
 
-Default scale (``pretrain.mode: train``): train the tiny CoCa on the captions data with CoCa's own
-objective, ``contrastive_weight x contrastive + caption_weight x captioning`` (open_clip's CoCaLoss).
-Paper scale (``pretrain.mode: load``): load open_clip's pretrained weights (``model.pretrained``) instead.
+``pretrain.mode: train`` (config/smoke.yaml): pre-train the tiny CoCa from scratch on the captions data with
+CoCa's own objective, ``contrastive_weight x contrastive + caption_weight x captioning`` (open_clip's CoCaLoss);
+``model.pretrained`` is not read. ``pretrain.mode: load``: load ``model.pretrained`` instead: open_clip's
+pretrained weights (paper scale) or a committed pre-trained run directory (params.yaml, config/claims.yaml).
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ def run(args) -> int:
     seed = config["seed"]
     seed_everything(seed)
     tokenizer = load_tokenizer(args.data)
+    pretrained = model_cfg["pretrained"] if section["mode"] == "load" else None  # train: from scratch, one key away
+    if model_cfg["pretrained"] and pretrained is None:
+        print(f"optima pretrain: pretrain.mode: train pre-trains from scratch; model.pretrained "
+              f"({model_cfg['pretrained']}) is not loaded", flush=True)
     coca, model_config = create_coca(model_cfg["teacher"], vocab_size=tokenizer.vocab_size,
                                      context_length=tokenizer.context_length,
-                                     pretrained=model_cfg["pretrained"], return_config=True)
+                                     pretrained=pretrained, return_config=True)
     run_info = {"task": None, "method": "pretrain", "seed": seed, "role": "pretrain"}
     if section["mode"] == "load" or section["steps"] == 0:
         log = TrainLog()

@@ -303,8 +303,9 @@ def out_dir_of(wildcards, output):
 
 
 def pretrained_input(wildcards):
-    """A local pretrained checkpoint is an input (its change reruns the teacher); an open_clip tag is not."""
-    pretrained = config["model"]["pretrained"]
+    """A local pretrained checkpoint is an input (its change reruns the teacher); an open_clip tag is not, nor anything
+    under `pretrain.mode: train` (pre-training from scratch does not read it)."""
+    pretrained = config["model"]["pretrained"] if config["pretrain"]["mode"] == "load" else None
     return [pretrained] if pretrained and os.path.exists(pretrained) else []
 
 

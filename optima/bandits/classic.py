@@ -59,6 +59,56 @@ class Fixed(Policy):
         return int(self.options.arm)
 
 
+@dataclasses.dataclass
+class ReplayOptions(PolicyOptions):
+    counts: list | None = None  # rounds per arm to replay (resolved from ``source``'s log by the trainer)
+    source: str | None = None   # the method whose per-seed arm counts are replayed (its student of the same seed)
+
+    def check(self, policy: str, n_arms: int) -> None:
+        if (self.counts is None) == (self.source is None):
+            raise ConfigError(f"policy {policy!r} needs exactly one of the options 'counts' (rounds per arm) and "
+                              "'source' (the method whose arm counts it replays)")
+        if self.counts is not None:
+            if not isinstance(self.counts, list) or len(self.counts) != n_arms:
+                raise ConfigError(f"option 'counts' of policy {policy!r}: one count per arm ({n_arms}), "
+                                  f"got {self.counts!r}")
+            for count in self.counts:
+                check_int(policy, "counts", count, low=0)
+
+
+class Replay(Policy):
+    """A recorded allocation played in a shuffled order: arm k exactly ``counts[k]`` times, in an order drawn
+    by the policy's generator (the same allocation as the recorded run, none of its timing); rewards are
+    ignored. With ``source`` the trainer fills ``counts`` from that method's student of the same seed."""
+
+    name = "replay"
+    Options = ReplayOptions
+
+    def __init__(self, n_arms, seed, options=None):
+        super().__init__(n_arms, seed, options)
+        counts = self.options.counts or [0] * self.n_arms
+        order = [arm for arm, count in enumerate(counts) for _ in range(int(count))]
+        self.order = [order[k] for k in self.rng.permutation(len(order))] if order else []
+
+    def select(self) -> int:
+        if self.options.counts is None:
+            raise ValueError("policy 'replay': its counts were not resolved from the source run")
+        if self.rounds >= len(self.order):
+            raise ValueError(f"policy 'replay': round {self.rounds} asked for, but the recorded allocation has "
+                             f"only {len(self.order)} rounds")
+        return int(self.order[self.rounds])
+
+
+class Oracle(Policy):
+    """The per-round ceiling: each round the trainer trains every arm from the same state and keeps the one
+    with the lowest held-out task loss (``optima.distill.oracle``); this class only names it for configs."""
+
+    name = "oracle"
+
+    def select(self) -> int:
+        raise TypeError("policy 'oracle' is played by optima.distill.oracle.OracleRounds, not select()")
+
+
 class _RewardRange:
     """Online min-max of every reward seen, mapping rewards into [0, 1] as UCB1 and EXP3 assume."""
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from optima.bandits.base import Policy
-from optima.bandits.classic import EXP3, UCB, Fixed, Layerwise, Uniform
+from optima.bandits.classic import EXP3, UCB, Fixed, Layerwise, Oracle, Replay, Uniform
 from optima.bandits.thompson import DiscountedThompson, GaussianThompson, Optima, SlidingWindowThompson
 from optima.errors import ConfigError
 
@@ -14,7 +14,7 @@ from optima.errors import ConfigError
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (Optima, Uniform, Layerwise, Fixed, GaussianThompson, DiscountedThompson,
-                SlidingWindowThompson, UCB, EXP3)
+                SlidingWindowThompson, UCB, EXP3, Replay, Oracle)
 }
 
 ARM_KINDS = ("modules", "subsets")

@@ -54,7 +54,7 @@ def run(args) -> int:
     from optima.distill.setup import training_set
     from optima.eval.evaluate import validation_set
     from optima.runs import read_run_info
-    from optima.distill.probe import split_probe
+    from optima.distill.probe import split_held_out
     from optima.runtime import shutdown
     from optima.tasks import load_task_model
 
@@ -71,8 +71,9 @@ def run(args) -> int:
     tokenizer = load_tokenizer(args.data)
     full_train = training_set(task, config, args.data, tokenizer)
     # every method trains on the same examples: those that show none of the probe's images
-    probe_idx, train_idx = split_probe(full_train, section["probe_size"], section["probe_seed"])
-    shared = {"tokenizer": tokenizer, "full_train": full_train, "probe_idx": probe_idx,
+    probe_idx, heldout_idx, train_idx = split_held_out(full_train, section["probe_size"], section["heldout_size"],
+                                                       section["probe_seed"])
+    shared = {"tokenizer": tokenizer, "full_train": full_train, "probe_idx": probe_idx, "heldout_idx": heldout_idx,
               "train_set": Subset(full_train, train_idx),
               "val_set": validation_set(task, args.data, tokenizer, config) if runtime.is_main else None,
               "teacher": load_task_model(args.teacher).to(runtime.device), "targets": None}
@@ -129,8 +130,11 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
             objective.targets.misses = 0
 
     seed_everything(seed)
+    def replay_counts(source: str) -> list[int]:
+        return recorded_arm_counts(Path(out).parent.parent / source / f"seed{seed}" / "train_log.csv", method_name)
+
     built = build_student(task, method, config, teacher, full_train, shared["probe_idx"], runtime, seed,
-                          attach_targets)
+                          attach_targets, heldout_idx=shared["heldout_idx"], replay_counts=replay_counts)
     objective, student, layer_map = built.objective, built.student, built.layer_map
 
     fingerprint = {"verb": "distill", "task": task, "method": method, "seed": seed, "distill": {
@@ -147,3 +151,25 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
                 "policy": method["policy"], "layer_map": layer_map, "teacher_seed": teacher_seed}
     metrics = metrics_record(run_info, "val", validate()) if validate else None
     finish_run(out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
+
+
+def recorded_arm_counts(train_log, method_name: str) -> list[int]:
+    """Rounds per module arm (in ``optima.coca_modules.MODULES`` order) that the student whose train log this is
+    played: what a ``replay`` method replays. CheckpointError naming the log when it is missing or has no rounds."""
+    import csv
+    from pathlib import Path
+
+    from optima.coca_modules import MODULES
+    from optima.errors import CheckpointError
+
+    path = Path(train_log)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: method {method_name!r} replays this run's arm counts, but its train log is "
+                              "missing: train the source method first (distill.run lists it before the replay)")
+    with open(path, newline="") as handle:
+        arms = [row["arm"] for row in csv.DictReader(handle) if row.get("arm")]
+    unknown = sorted(set(arms) - set(MODULES))
+    if not arms or unknown:
+        raise CheckpointError(f"{path}: {'no rounds logged' if not arms else f'arms {unknown} are not single modules'}"
+                              f" to replay for method {method_name!r}")
+    return [arms.count(module) for module in MODULES]

@@ -23,7 +23,7 @@ def run(args) -> int:
     from optima.distill.setup import build_objective, training_set
     from optima.runs import read_run_info
     from optima.runtime import shutdown
-    from optima.distill.probe import split_probe
+    from optima.distill.probe import split_held_out
     from optima.distill.targets import build_and_write, cache_options, used_examples
     from optima.models.checkpoint import WEIGHTS_FILE
     from optima.tasks import load_task_model
@@ -39,7 +39,8 @@ def run(args) -> int:
     objective.to(runtime.device).eval()
     section = config["distill"]
     # the examples the students of distill.seeds will see in distill.steps steps, and the probe
-    probe_idx, train_idx = split_probe(dataset, section["probe_size"], section["probe_seed"])
+    probe_idx, _, train_idx = split_held_out(dataset, section["probe_size"], section["heldout_size"],
+                                             section["probe_seed"])
     examples = used_examples(dataset, section, train_idx, probe_idx)
     if runtime.is_main:
         with torch.no_grad(), runtime.autocast():

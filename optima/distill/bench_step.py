@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     from optima.args import setup
     from optima.config import method_spec
-    from optima.distill.probe import split_probe
+    from optima.distill.probe import split_held_out
     from optima.distill.targets import DTYPES, TeacherTargets, cache_options, compute_targets, estimate_bytes
     from optima.errors import ConfigError
     from optima.io import atomic_write_text
@@ -280,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     coca = create_coca(config["model"]["teacher"], vocab_size=vocab, context_length=context_length)
     teacher = create_task_model(task, coca, num_classes).to(runtime.device)
-    probe_idx, train_idx = split_probe(dataset, section["probe_size"], section["probe_seed"])
+    probe_idx, heldout_idx, train_idx = split_held_out(dataset, section["probe_size"], section["heldout_size"],
+                                                       section["probe_seed"])
 
     targets, cache = None, cache_options(section)
     if cache["mode"] != "never":

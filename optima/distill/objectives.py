@@ -167,5 +167,21 @@ class DistillationObjective(nn.Module):
         out["loss"] = total
         return out
 
+    def weighted_terms(self, losses: dict[str, float]) -> dict[str, float]:
+        """The objective's terms as they enter ``loss`` (their weights applied): ``task``, ``kd`` and one per
+        module; they add up to ``losses["loss"]`` (a term the losses lack, or whose weight is 0, is 0).
+        The reward decomposition splits a round's reward into these parts."""
+        terms = {"task": float(losses["task_loss"]), "kd": self.kd_weight * float(losses.get("kd_loss", 0.0))}
+        present = [m for m in MODULES if f"layer_loss_{m}" in losses]
+        if self.layer_reduction == "module_sum":
+            share = {m: 1.0 for m in present}
+        else:  # layer_mean: a module weighs by its number of terms (mapped layers, + the vision pooler)
+            counts = {m: len(self.layer_map[m]) + int(m == "vision" and self.vision_pooler) for m in present}
+            share = {m: counts[m] / sum(counts.values()) for m in present}
+        for module in MODULES:
+            value = float(losses[f"layer_loss_{module}"]) * share[module] if module in present else 0.0
+            terms[module] = self.layer_weight * value
+        return terms
+
     def forward(self, batch: dict) -> dict:
         return self.compute(batch, self.active)

@@ -1,4 +1,6 @@
-"""AdamW with decoupled weight decay, linear warm-up and cosine decay to zero (the CoCa recipe)."""
+"""AdamW with decoupled weight decay, linear warm-up, then a decay of the learning rate: cosine to zero (the CoCa
+recipe, the default), or (``lr_schedule``) cosine or linear to a floor, or constant, so that late bandit rounds
+still carry weight (``lr_floor``: the floor as a fraction of the peak)."""
 
 from __future__ import annotations
 
@@ -24,15 +26,26 @@ def build_optimizer(named_params, lr: float, weight_decay: float) -> torch.optim
     return torch.optim.AdamW(param_groups(named_params, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int):
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, schedule: str = "cosine", floor: float = 0.0):
+    """The learning-rate factor of a step: linear warm-up, then ``schedule`` from 1 down to ``floor``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"learning-rate schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "constant":
+            return 1.0
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+        return floor + (1.0 - floor) * decay
 
     return factor
 
 
-def build_scheduler(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps))
+def build_scheduler(optimizer, warmup_steps: int, total_steps: int, schedule: str = "cosine",
+                    floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps, schedule, floor))

@@ -26,24 +26,69 @@ def split_probe(dataset, size: int, seed: int) -> tuple[list[int], list[int]]:
     """``(probe indices, training indices)``: ``size`` examples on distinct images, and every example
     that shows none of their images. ConfigError naming ``distill.probe_size`` when the probe would hold
     out more than ``MAX_PROBE_FRACTION`` of the training images."""
+    probe, _, train = split_held_out(dataset, size, 0, seed)
+    return probe, train
+
+
+def split_held_out(dataset, probe_size: int, heldout_size: int, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """``(probe, held-out, training indices)``: the probe of ``split_probe`` (the same draw), then ``heldout_size``
+    more examples on other distinct images (``distill.heldout_size``: the held-out reward, the oracle's
+    selection), and every example that shows none of their images. Together they may hold out at most
+    ``MAX_PROBE_FRACTION`` of the training images (ConfigError naming the keys)."""
     keys = [tuple(dataset.image_keys(i)) for i in range(len(dataset))]
     n_images = len({key for item in keys for key in item})
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
     held: set[str] = set()
     probe: list[int] = []
+    heldout: list[int] = []
     for index in order:
-        if len(probe) == size:
+        if len(probe) == probe_size and len(heldout) == heldout_size:
             break
-        if held.isdisjoint(keys[index]):  # one probe example per image
-            probe.append(index)
+        if held.isdisjoint(keys[index]):  # one example per image
+            (probe if len(probe) < probe_size else heldout).append(index)
             held.update(keys[index])
-    if len(probe) < size or len(held) > MAX_PROBE_FRACTION * n_images:
+    per_example = max(len(k) for k in keys)
+    if len(probe) < probe_size or len(heldout) < heldout_size or len(held) > MAX_PROBE_FRACTION * n_images:
+        what = "distill.probe_size" + (" + distill.heldout_size" if heldout_size else "")
         raise ConfigError(
-            f"distill.probe_size: a probe of {size} examples needs {size * max(len(k) for k in keys)} held-out "
+            f"{what}: {probe_size + heldout_size} held-out examples need {(probe_size + heldout_size) * per_example} "
             f"training images, but at most {MAX_PROBE_FRACTION:.0%} of the {n_images} training images may be "
-            "held out; lower distill.probe_size")
+            f"held out; lower {what.replace(' + ', ' or ')}")
     train = [i for i, item in enumerate(keys) if held.isdisjoint(item)]
-    return sorted(probe), train
+    return sorted(probe), sorted(heldout), train
+
+
+class HeldoutProbe:
+    """The student's task loss on the held-out examples (no teacher), in chunks of ``chunk`` examples combined
+    as the whole set's mean over its items (``TaskModel.loss_count``), without gradients."""
+
+    def __init__(self, student, dataset, indices: list[int], runtime, chunk: int):
+        from optima.distill.sampling import fixed_batch
+
+        self.student, self.runtime = student, runtime
+        self.chunks = [fixed_batch(dataset, indices[k:k + chunk]) for k in range(0, len(indices), chunk)]
+        self.seconds = 0.0
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        from optima.runtime import to_device
+
+        started = time.perf_counter()
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            total, count = 0.0, 0
+            for chunk in self.chunks:
+                batch = to_device(chunk, self.runtime.device)
+                with self.runtime.autocast():
+                    outputs = self.student(batch)
+                    loss = float(self.student.loss(outputs, batch)["loss"])
+                n = self.student.loss_count(outputs, batch)
+                total, count = total + loss * n, count + n
+        finally:
+            self.student.train(was_training)
+        self.seconds += time.perf_counter() - started
+        return total / max(count, 1)
 
 
 PROBE_STORAGE = ("device", "cpu", "recompute")

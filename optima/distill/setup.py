@@ -56,17 +56,20 @@ def training_set(task: str, config: dict, data_dir, tokenizer):
 
 
 def build_student(task: str, method: dict, config: dict, teacher, dataset, probe_idx, runtime, seed: int,
-                  attach_targets: Callable[[Any], None] | None = None) -> StudentSetup:
+                  attach_targets: Callable[[Any], None] | None = None, heldout_idx=(),
+                  replay_counts: Callable[[str], list[int]] | None = None) -> StudentSetup:
     """The student of ``method`` (``optima.config.method_spec``) with its objective on the runtime's device,
     its teacher targets attached (``attach_targets(objective)``, before the probe measures anything), and
     the method's rounds: the policy seeded with ``seed`` and, when its rewards (or ``distill.log_rewards``)
-    need one, the probe on ``dataset[probe_idx]``. The caller seeds torch first: the student's new layers
-    draw from it."""
+    need them, the probe on ``dataset[probe_idx]`` and the held-out set ``dataset[heldout_idx]``; the oracle's
+    rounds for policy ``oracle``; ``replay_counts(source)``: the arm counts a ``replay`` policy replays. The
+    caller seeds torch first: the student's new layers draw from it."""
     from optima.bandits.registry import build_method_policy
     from optima.coca_modules import MODULES
-    from optima.distill.probe import Probe
-    from optima.distill.rounds import PROBE_REWARDS, RoundController
+    from optima.distill.probe import HeldoutProbe, Probe
+    from optima.distill.rounds import HELDOUT_REWARDS, PROBE_REWARDS, RoundController
     from optima.distill.sampling import fixed_batch
+    from optima.errors import ConfigError
     from optima.runtime import to_device
 
     section = config["distill"]
@@ -80,16 +83,34 @@ def build_student(task: str, method: dict, config: dict, teacher, dataset, probe
     if method["policy"] == "none":
         objective.active = tuple(MODULES)
         return setup
+
+    def set_active(modules):
+        objective.active = tuple(modules)
+
+    heldout = None
+    wants_heldout = method["reward"] in HELDOUT_REWARDS or method["policy"] == "oracle"
+    if len(heldout_idx) and (wants_heldout or section["log_rewards"]):
+        heldout = HeldoutProbe(student, dataset, list(heldout_idx), runtime, chunk=section["batch_size"])
+    elif wants_heldout:
+        raise ConfigError(f"distill.methods.{method['name']}: {'the oracle' if method['policy'] == 'oracle' else 'the heldout reward'} "
+                          "needs a held-out set: set distill.heldout_size > 0")
+    if method["policy"] == "oracle":
+        from optima.bandits.registry import make_arms
+        from optima.distill.oracle import OracleRounds
+
+        setup.rounds = OracleRounds(make_arms(MODULES, method["arms"]), method["round_steps"], heldout.loss,
+                                    set_active)
+        return setup
+    if method["policy"] == "replay" and method["options"].get("counts") is None:
+        options = {k: v for k, v in method["options"].items() if k != "source"}
+        method = {**method, "options": {**options, "counts": replay_counts(method["options"]["source"])}}
     policy, arms = build_method_policy(method, MODULES, seed)
     # the probe costs time: only a policy that learns from rewards (or a request to log them) pays for it
     measure = policy.uses_rewards or section["log_rewards"]
     if measure and (method["reward"] in PROBE_REWARDS or section["log_rewards"]):
         setup.probe = Probe.from_config(objective, to_device(fixed_batch(dataset, probe_idx), runtime.device),
                                         runtime, section)
-
-    def set_active(modules):
-        objective.active = tuple(modules)
-
     setup.rounds = RoundController(policy, arms, method["round_steps"], method["reward"],
-                                   setup.probe.losses if setup.probe else None, set_active, runtime, measure=measure)
+                                   setup.probe.losses if setup.probe else None, set_active, runtime, measure=measure,
+                                   terms=objective.weighted_terms, heldout_loss=heldout.loss if heldout else None)
     return setup

@@ -7,6 +7,7 @@ import io
 import math
 from pathlib import Path
 
+from optima.coca_modules import MODULES
 from optima.io import atomic_write_text
 
 COLUMNS = [
@@ -15,6 +16,9 @@ COLUMNS = [
     "contrastive_loss", "caption_loss",
     "arm", "round", "reward", "probe_before", "probe_loss", "probe_task_before", "probe_task_loss",
     "train_first", "train_last", "grad_norm", "examples_per_s", "elapsed_s", "probe_s",
+    # the reward decomposition, the held-out reward and the oracle's candidates (optima.distill.rounds, .oracle)
+    *(f"term_{t}_{when}" for t in ("task", "kd", *MODULES) for when in ("before", "after")),
+    "heldout_before", "heldout_after", *(f"oracle_{m}" for m in MODULES),
 ]
 # columns that depend on the machine's speed, not on the computation (left out of identity checks);
 # examples_per_s excludes the probe's time, probe_s is the probe's cumulative time

@@ -3,15 +3,17 @@
 - ``main``: teacher, student without distillation, prediction KD, layerwise, uniform, OPTIMA, then
   every other method; VQA score, SNLI-VE acc., NLVR2 acc., COCO CIDEr, BLEU-4 and the average;
   mean ± std over seeds; best student per column in bold.
-- ``comparison``: OPTIMA minus each baseline, paired by seed, with a 95 % t-interval and paired tests.
+- ``comparison``: OPTIMA minus each baseline, paired by seed, with a 95 % t-interval, paired tests (t,
+  sign-flip), Holm-adjusted p-values per family, the difference detectable with 80 % power and a verdict
+  (docs/statistics.md).
 - ``ablation``: OPTIMA against the other adaptive module-selection policies (ts, discounted_ts, ...,
   window/discount variants), written only when such methods were run.
 - ``single_module``: no distillation, each module distilled alone (fixed policy), layerwise; per task
   the primary metric and its gain over no distillation, paired by seed, and the modules ranked by gain;
   written only when fixed-policy methods were run.
 - ``module_pairs``: the single modules against each other per task (paired by seed, 95 % t-interval,
-  paired t-test): whether two modules' gains differ by more than seed noise; written only when at least
-  two fixed-policy methods were run.
+  paired tests, Holm-adjusted over the table, detectable difference, verdict): whether two modules' gains
+  differ by more than seed noise; written only when at least two fixed-policy methods were run.
 
 Each is written as Markdown (.md), booktabs LaTeX (.tex) and CSV (full-precision numbers).
 """
@@ -22,10 +24,11 @@ from optima.paper.common import add_config_arguments
 
 TABLES = {
     "main": "Main results: every method on every task, mean ± std over seeds, best student in bold",
-    "comparison": "OPTIMA minus each baseline, paired by seed: mean difference, 95% CI, paired tests",
+    "comparison": "OPTIMA minus each baseline, paired by seed: mean difference, 95% CI, paired tests, Holm, verdict",
     "ablation": "OPTIMA against other adaptive module-selection policies and their settings",
     "single_module": "One module distilled at a time: primary metric and gain over no distillation, modules ranked",
-    "module_pairs": "The single modules against each other per task, paired by seed: difference, 95% CI, paired t-test",
+    "module_pairs": "The single modules against each other per task, paired by seed: difference, 95% CI, paired tests, "
+                    "Holm, verdict",
 }
 FORMATS = ("md", "tex", "csv")
 AVERAGE_MODES = ("displayed", "teacher_relative")
@@ -78,12 +81,12 @@ def _fmt(value: float, decimals: int, sign: bool = False) -> str:
     return text.replace("-", "−") if text.startswith("-") else text
 
 
-def _fmt_p(p: float) -> str:
+def _fmt_p(p: float, decimals: int = 3) -> str:
     import math
 
     if not math.isfinite(p):
         return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return "<0.001" if p < 0.001 else f"{p:.{decimals}f}"
 
 
 def _mean_std_cell(stats: dict, decimals: int, bold: bool = False):
@@ -234,8 +237,9 @@ def main_table(data: TableInputs, decimals: int = 1):
                            ["Bold: best student (teacher excluded) per column; ties at the printed precision all bold."])
 
 
-def _difference_cells(d: dict, decimals: int) -> list:
-    """n, mean difference, CI, paired-t p and Wilcoxon p of a `paired_difference` result, as table cells."""
+def _difference_cells(d: dict, decimals: int, adjusted: dict) -> list:
+    """n, mean difference, CI, paired-t, Wilcoxon, sign-flip and Holm p, detectable difference and verdict of a
+    `paired_difference` result and its `_adjust` entry, as table cells."""
     from optima.paper.render import Cell
 
     if d["n"] == 0:
@@ -247,16 +251,49 @@ def _difference_cells(d: dict, decimals: int) -> list:
     p_t = _fmt_p(d["p_ttest"])
     if d["n"] >= 2 and d["note"].startswith("identical"):
         p_t = "– (no variance)"
-    return [Cell(str(d["n"])), Cell(_fmt(d["mean"], decimals, True)), Cell(ci), Cell(p_t), Cell(_fmt_p(d["p_wilcoxon"]))]
+    return [Cell(str(d["n"])), Cell(_fmt(d["mean"], decimals, True)), Cell(ci), Cell(p_t),
+            Cell(_fmt_p(d["p_wilcoxon"])), Cell(_fmt_p(d["p_signflip"], 4)), Cell(_fmt_p(adjusted["p_holm"])),
+            Cell(_fmt(d["mde"], decimals)), Cell(adjusted["verdict"])]
 
 
-def _difference_record(d: dict, confidence: float) -> dict:
-    """The CSV columns of a `paired_difference` result (full precision)."""
+def _difference_record(d: dict, confidence: float, adjusted: dict) -> dict:
+    """The CSV columns of a `paired_difference` result and its `_adjust` entry (full precision)."""
     return {"n": d["n"], "seeds": " ".join(map(str, d["seeds"])),
             "reference_mean": d["reference_mean"], "baseline_mean": d["baseline_mean"],
             "mean_diff": d["mean"], "std_diff": d["std"], "ci_low": d["ci_low"],
             "ci_high": d["ci_high"], "confidence": confidence, "t": d["t"],
-            "p_ttest": d["p_ttest"], "p_wilcoxon": d["p_wilcoxon"], "note": d["note"]}
+            "p_ttest": d["p_ttest"], "p_wilcoxon": d["p_wilcoxon"], "p_signflip": d["p_signflip"],
+            "p_holm": adjusted["p_holm"], "family": adjusted["family"], "family_size": adjusted["family_size"],
+            "mde": d["mde"], "verdict": adjusted["verdict"], "note": d["note"]}
+
+
+def _alpha(confidence: float) -> float:
+    """The tests' level: 1 − the intervals' confidence (0.05 at the default 95 %)."""
+    return round(1 - confidence, 12)
+
+
+def _adjust(results: list[dict], families: list[str], decimals: int, confidence: float) -> list[dict]:
+    """Holm-adjust the paired-t p-values of ``results`` within each family (``families[i]`` names the family
+    of ``results[i]``) and word each comparison: [{p_holm, family, family_size, verdict}] in input order.
+    The verdict's bound is the detectable difference as printed (``decimals``)."""
+    import math
+
+    from optima.paper.stats import holm, verdict
+
+    alpha = _alpha(confidence)
+    out: list[dict] = [{} for _ in results]
+    for family in dict.fromkeys(families):
+        members = [i for i, f in enumerate(families) if f == family]
+        adjusted = holm([results[i]["p_ttest"] for i in members])
+        size = sum(math.isfinite(results[i]["p_ttest"]) for i in members)
+        for i, p_holm in zip(members, adjusted):
+            d = results[i]
+            bound = float(f"{d['mde']:.{decimals}f}") if math.isfinite(d["mde"]) else float("nan")
+            word = verdict(d["mean"], d["ci_low"], d["ci_high"], float(p_holm), bound, alpha)
+            if word == "no difference":
+                word = f"no difference > {_fmt(bound, decimals)}"
+            out[i] = {"p_holm": float(p_holm), "family": family, "family_size": size, "verdict": word}
+    return out
 
 
 def _difference_notes(split: str, what: str, confidence: float, meaning: str) -> list[str]:
@@ -267,6 +304,25 @@ def _difference_notes(split: str, what: str, confidence: float, meaning: str) ->
             f"{level} CI: t-interval of the mean difference (n − 1 degrees of freedom); p (paired t): two-sided "
             f"scipy.stats.ttest_rel; p (Wilcoxon): two-sided signed-rank test, only when n ≥ {WILCOXON_MIN_N}. "
             "With n < 2 no interval or test exists (–)."]
+
+
+def _multiplicity_notes(results: list[dict], confidence: float, families: str, better: str) -> list[str]:
+    """The notes on p (sign-flip), p (Holm) with its ``families``, the detectable Δ and the verdict."""
+    from optima.paper.stats import POWER, SIGN_FLIP_DRAWS, SIGN_FLIP_EXACT_MAX_N
+
+    alpha, level = _alpha(confidence), f"{confidence * 100:g}%"
+    ns = sorted({d["n"] for d in results if d["n"] >= 2})
+    floor = ", ".join(f"{2 / 2 ** n:.4g} at n = {n}" for n in ns if n <= SIGN_FLIP_EXACT_MAX_N)
+    return [f"p (sign-flip): exact two-sided paired permutation test, the share of all 2^n sign assignments of the "
+            f"per-seed differences whose mean is at least as far from 0 as the observed one (no normality assumed; "
+            f"for n > {SIGN_FLIP_EXACT_MAX_N} a seeded Monte Carlo of {SIGN_FLIP_DRAWS} assignments); it cannot go "
+            f"below 2/2^n" + (f" ({floor})." if floor else "."),
+            f"p (Holm): p (paired t) adjusted by Holm–Bonferroni (step-down) within its family: {families}.",
+            f"detectable Δ ({POWER * 100:g}% power): the smallest true mean difference a two-sided paired t-test at "
+            f"α = {alpha:g} detects with {POWER * 100:g}% power, from n and the std of the per-seed differences "
+            "(noncentral t).",
+            f"verdict, the wording rule: {better} only where p (Holm) < {alpha:g}; \"no difference > X\" only where "
+            f"the whole {level} CI lies within ±X, X the detectable Δ as printed; otherwise inconclusive."]
 
 
 def comparison_table(data: TableInputs, decimals: int = 2, confidence: float = 0.95):
@@ -283,19 +339,36 @@ def comparison_table(data: TableInputs, decimals: int = 2, confidence: float = 0
     if ref not in data.methods or not baselines:
         return None
     level = f"{confidence * 100:g}%"
+    # Holm families: per baseline its metric rows (BLEU-4 included), and the Average rows over the baselines
+    items = [(baseline, key, label) for baseline in baselines for key, label in zip(data.keys(), data.labels())]
+    results = [paired_difference(data.values(ref, key), data.values(baseline, key), confidence)
+               for baseline, key, _ in items]
+    families = ["average" if key == "average" else baseline for baseline, key, _ in items]
+    adjusted = _adjust(results, families, decimals, confidence)
     rows, records, rules = [], [], []
-    for baseline in baselines:
-        for i, (key, label) in enumerate(zip(data.keys(), data.labels())):
-            d = paired_difference(data.values(ref, key), data.values(baseline, key), confidence)
-            rows.append([Cell(display_name(baseline) if i == 0 else ""), Cell(label), *_difference_cells(d, decimals)])
-            records.append({"reference": ref, "baseline": baseline, "column": key, "label": label,
-                            **_difference_record(d, confidence)})
-        rules.append(len(rows) - 1)
+    for (baseline, key, label), d, adj in zip(items, results, adjusted):
+        first = not records or records[-1]["baseline"] != baseline
+        if first and rows:
+            rules.append(len(rows) - 1)
+        rows.append([Cell(display_name(baseline) if first else ""), Cell(label), *_difference_cells(d, decimals, adj)])
+        records.append({"reference": ref, "baseline": baseline, "column": key, "label": label,
+                        **_difference_record(d, confidence, adj)})
+    rules.append(len(rows) - 1)
     header = ["Baseline", "Metric", "n", f"Δ ({display_name(ref)} − baseline)", f"{level} CI",
-              "p (paired t)", "p (Wilcoxon)"]
+              "p (paired t)", "p (Wilcoxon)", "p (sign-flip)", "p (Holm)", "detectable Δ (80% power)", "verdict"]
+    metrics = [c.label for c in data.columns]
+    secondary = [c.label for c in data.columns if not c.primary]
+    family_text = f"one per baseline, its {len(metrics)} metric rows ({', '.join(metrics)})"
+    for label in secondary:
+        family_text += f"; {label} is not a primary metric but is tested and printed, so it joins its baseline's family"
+    if data.average is not None:
+        family_text += f"; and one of the Average rows over the {len(baselines)} baselines"
     notes = [*_difference_notes(data.split, f"{display_name(ref)} − baseline", confidence,
-                                f"positive means {display_name(ref)} is better"), _UNITS_NOTE, *data.notes]
-    table = Table(f"{display_name(ref)} against each baseline (paired by seed)", header, rows, "llrrrrr",
+                                f"positive means {display_name(ref)} is better"),
+             *_multiplicity_notes(results, confidence, family_text,
+                                  "\"better\" / \"worse\" (than the baseline)"),
+             _UNITS_NOTE, *data.notes]
+    table = Table(f"{display_name(ref)} against each baseline (paired by seed)", header, rows, "llrrrrrrrrl",
                   tuple(rules), notes)
     return table, pd.DataFrame.from_records(records)
 
@@ -425,22 +498,31 @@ def module_pairs_table(data: TableInputs, config: dict | None, decimals: int = 2
     if len(fixed) < 2 or not columns:
         return None
     pairs = [(a, b) for i, a in enumerate(fixed) for b in fixed[i + 1:]]
+    items = [(column, a, b) for column in columns for a, b in pairs]
+    results = [paired_difference(data.values(a, column.key), data.values(b, column.key), confidence)
+               for column, a, b in items]
+    adjusted = _adjust(results, ["all pairs"] * len(items), decimals, confidence)  # one family: the whole table
     rows, records, rules = [], [], []
-    for column in columns:
-        for i, (a, b) in enumerate(pairs):
-            d = paired_difference(data.values(a, column.key), data.values(b, column.key), confidence)
-            names = f"{fixed_arm(a, config)} − {fixed_arm(b, config)}"
-            rows.append([Cell(column.label if i == 0 else ""), Cell(names), *_difference_cells(d, decimals)])
-            records.append({"task": column.task, "column": column.key, "label": column.label, "first": a,
-                            "second": b, "modules": names, **_difference_record(d, confidence)})
-        rules.append(len(rows) - 1)
+    for j, ((column, a, b), d, adj) in enumerate(zip(items, results, adjusted)):
+        first = j % len(pairs) == 0
+        if first and rows:
+            rules.append(len(rows) - 1)
+        names = f"{fixed_arm(a, config)} − {fixed_arm(b, config)}"
+        rows.append([Cell(column.label if first else ""), Cell(names), *_difference_cells(d, decimals, adj)])
+        records.append({"task": column.task, "column": column.key, "label": column.label, "first": a,
+                        "second": b, "modules": names, **_difference_record(d, confidence, adj)})
+    rules.append(len(rows) - 1)
     header = ["Metric", "Modules", "n", "Δ (first − second)", f"{confidence * 100:g}% CI", "p (paired t)",
-              "p (Wilcoxon)"]
+              "p (Wilcoxon)", "p (sign-flip)", "p (Holm)", "detectable Δ (80% power)", "verdict"]
     notes = [*_difference_notes(data.split, "first − second", confidence,
                                 "positive means distilling only the first module beats distilling only the second"),
+             *_multiplicity_notes(results, confidence,
+                                  "one family, every pair of modules on every task in this table "
+                                  f"({adjusted[0]['family_size']} tests)",
+                                  "\"better\" / \"worse\" (the first module than the second)"),
              _UNITS_NOTE, *(n for n in data.notes if not n.startswith("Average:"))]  # this table has no average
     table = Table("Single-module analysis: the modules against each other (paired by seed)", header, rows,
-                  "llrrrrr", tuple(rules), notes)
+                  "llrrrrrrrrl", tuple(rules), notes)
     return table, pd.DataFrame.from_records(records)
 
 

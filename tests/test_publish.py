@@ -300,6 +300,10 @@ def test_published_claims_regenerate(run, tmp_path):
         assert main(["spread", "--runs", str(kernel_runs), "--against", str(folder / "runs.csv"),
                      "--students", str(folder / "runs.csv"), "--out-dir", str(tmp_path),
                      "--name", kernel_runs.stem.replace("teacher_runs_", "teacher_shift_")]) == 0
+    if (folder / "tables" / "reward_decomposition.md").is_file():  # which term drives each arm's reward
+        assert main(["decompose", "--rounds", str(folder / "rounds.csv"), "--out-dir", str(tmp_path),
+                     "--figure-dir", str(tmp_path / "figures")]) == 0
+        shutil.rmtree(tmp_path / "figures")
     for variant in sorted(p for p in (folder / "tables").iterdir() if p.is_dir()):  # an OPTIMA variant's selection
         assert main(["agreement", "--runs", str(folder / "runs.csv"), "--rounds", str(folder / "rounds.csv"),
                      "--method", variant.name, "--out-dir", str(tmp_path / variant.name)]) == 0

@@ -98,6 +98,12 @@ class Replay(Policy):
                              f"only {len(self.order)} rounds")
         return int(self.order[self.rounds])
 
+    def _state(self) -> dict:
+        return {"order": list(self.order)}
+
+    def _load_state(self, state: dict) -> None:
+        self.order = [int(arm) for arm in state["order"]]
+
 
 class Oracle(Policy):
     """The per-round ceiling: each round the trainer trains every arm from the same state and keeps the one

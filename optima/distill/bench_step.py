@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed repeats first (default: %(default)s)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak TFLOP/s for MFU")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", action="append", default=[], metavar="NAME",
+                        help="also time this method of distill.methods (repeatable), e.g. an OPTIMA variant with "
+                             "another reward or the oracle (default: finetune, kd, layerwise, uniform, optima)")
 
 
 # ---------------------------------------------------------------------- inputs
@@ -130,7 +133,8 @@ def _inputs(task: str, config: dict, data_dir, pool: int, seed: int):
 class MethodRunner:
     """A student of one method with its optimiser, policy rounds and probe, stepping through the loop's step."""
 
-    def __init__(self, name, method, task, config, teacher, dataset, train_idx, probe_idx, targets, runtime, seed):
+    def __init__(self, name, method, task, config, teacher, dataset, train_idx, probe_idx, targets, runtime, seed,
+                 heldout_idx=()):
         import torch
 
         from optima.distill.optim import build_optimizer, build_scheduler
@@ -145,7 +149,8 @@ class MethodRunner:
         def attach(objective):
             objective.targets = targets
 
-        built = build_student(task, method, config, teacher, dataset, probe_idx, runtime, seed, attach)
+        built = build_student(task, method, config, teacher, dataset, probe_idx, runtime, seed, attach,
+                              heldout_idx=heldout_idx, replay_counts=lambda source: [1000] * 3)  # timing only
         self.objective, self.callbacks, self.probe = built.objective, built.rounds, built.probe
         self._wrap_teacher()
         self.optimizer = build_optimizer(self.objective.named_parameters(), section["lr"], section["weight_decay"])
@@ -193,8 +198,13 @@ class MethodRunner:
         for k in range(steps):
             if self.callbacks:
                 self.callbacks.before_step(self.step)
-            values, _, _ = optimisation_step(self.objective, self.objective, self.optimizer, self.scheduler,
-                                             batches[k % len(batches)], self.runtime, self.grad_clip)
+            replaced = None
+            if hasattr(self.callbacks, "replace_step"):  # the oracle trains every arm of the round itself
+                replaced = self.callbacks.replace_step(self.step, batches[k % len(batches)],
+                                                       self._context(batches, self.step - k))
+            values, _, _ = replaced or optimisation_step(self.objective, self.objective, self.optimizer,
+                                                         self.scheduler, batches[k % len(batches)], self.runtime,
+                                                         self.grad_clip)
             if self.callbacks:
                 self.callbacks.after_step(self.step, values)
             self.step += 1
@@ -206,6 +216,18 @@ class MethodRunner:
             self.peak_all = max(self.peak_all, peak)
         probe = (self.callbacks.overhead_s if self.callbacks else 0.0) - probe0
         return elapsed / steps, (self.teacher_seconds - teacher0) / steps, probe / steps
+
+    def _context(self, batches: list, first_step: int):
+        from optima.distill.loop import optimisation_step
+        from optima.distill.oracle import StepContext
+
+        def train_step(batch):
+            return optimisation_step(self.objective, self.objective, self.optimizer, self.scheduler, batch,
+                                     self.runtime, self.grad_clip)
+
+        return StepContext(self.objective, self.objective, self.optimizer, self.scheduler, self.runtime,
+                           self.grad_clip, lambda values: None, lambda s: batches[(s - first_step) % len(batches)],
+                           10 ** 9, train_step)
 
     def resident_bytes(self) -> int:
         """Device bytes this method keeps between steps: the trained parameters, their gradients, the
@@ -264,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
     task = args.task or ("vqa" if "vqa" in config["tasks"] else config["tasks"][0])
     section = config["distill"]
     names = [name for name in BENCH_METHODS if name in section["methods"]]
+    names += [name for name in args.method if name not in names]
     if "finetune" not in names or "layerwise" not in names:
         raise ConfigError(f"{args.config}: optima bench step needs the methods 'finetune' and 'layerwise' in "
                           f"distill.methods (defined: {', '.join(section['methods'])})")
@@ -274,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = section["batch_size"]
     # the probe may hold out at most MAX_PROBE_FRACTION of the images (one example per image) and a
     # batch must remain: the smallest pool that allows both (paper: 256 / 0.25 = 1,024 examples)
-    pool = pool_size(batch_size, section["probe_size"])
+    pool = pool_size(batch_size, section["probe_size"] + section["heldout_size"])
     dataset, vocab, context_length, num_classes = _inputs(task, config, args.data, pool, args.seed)
 
     torch.manual_seed(args.seed)
@@ -301,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
 
     shared_bytes = torch.cuda.memory_allocated(runtime.device) if runtime.device.type == "cuda" else 0
     runners = {name: MethodRunner(name, method, task, config, teacher, dataset, train_idx, probe_idx, targets,
-                                  runtime, args.seed) for name, method in methods.items()}
+                                  runtime, args.seed, heldout_idx) for name, method in methods.items()}
     samples = {name: [] for name in names}
     for repeat in range(args.warmup + args.repeats):
         for name, runner in runners.items():

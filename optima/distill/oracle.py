@@ -37,6 +37,7 @@ class StepContext:
     check: Callable[[dict], None]   # raises on non-finite losses
     batch_at: Callable[[int], dict]  # the (device) batch the loop would train on at a step
     total_steps: int
+    train_step: Callable[[dict], tuple]  # one optimisation step on a batch: (values, grad norm, lr)
 
 
 class OracleRounds:
@@ -58,7 +59,6 @@ class OracleRounds:
         pass
 
     def replace_step(self, step: int, batch: dict, ctx: StepContext):
-        from optima.distill.loop import optimisation_step
         from optima.runtime import rng_state, set_rng_state
 
         if step in self.pending:
@@ -74,9 +74,9 @@ class OracleRounds:
         self.candidates = []
         for arm, modules in enumerate(self.arms):
             self._restore(ctx, start)
+            set_rng_state(start["rng"])  # every candidate draws the same dropout masks as the first
             self.set_active(modules)
-            results = [optimisation_step(ctx.model, ctx.objective, ctx.optimizer, ctx.scheduler, b, ctx.runtime,
-                                         ctx.grad_clip, check=ctx.check) for b in batches]
+            results = [ctx.train_step(b) for b in batches]
             loss = ctx.runtime.all_reduce_mean(self._heldout())
             self.candidates.append(loss)
             if best is None or loss < best[0]:  # ties keep the earlier arm

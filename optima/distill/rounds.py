@@ -53,7 +53,8 @@ REWARDS = tuple(REWARD_COLUMNS)  # the values of distill.reward (the schema's $d
 PROBE_REWARDS = ("probe", "task", "balanced")  # the rewards measured on the probe
 HELDOUT_REWARDS = ("heldout",)  # the rewards measured on the held-out set
 # every column a round may log besides arm, round and reward (the compact rounds.csv keeps those present)
-ROUND_COLUMNS = tuple(dict.fromkeys(c for columns in REWARD_COLUMNS.values() for c in columns))
+ROUND_COLUMNS = (*dict.fromkeys(c for columns in REWARD_COLUMNS.values() for c in columns),
+                 *(f"oracle_{m}" for m in MODULES))
 
 
 def round_reward(kind: str, row) -> float:
@@ -145,8 +146,11 @@ class RoundController:
                 self.before = after
             reward = round_reward(self.reward_kind, row)
             if not math.isfinite(reward):
+                terms = [f"{key} is {value}" for key, value in row.items()
+                         if isinstance(value, float) and not math.isfinite(value)]
                 raise TrainingError(f"the {self.reward_kind} reward of round {self.round} (step {step + 1}) is "
-                                    f"{reward}: the student diverged; stopped")
+                                    f"{reward}{' (' + ', '.join(terms) + ')' if terms else ''}: the student diverged; "
+                                    "stopped")
             row["reward"] = reward
             if self.runtime.is_main and not self.policy.plays_all:
                 self.policy.update(self.arm, reward)

@@ -31,6 +31,12 @@ def run(args) -> int:
     config = load_optional_config(args)
     out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "eval"
     runs = collect_runs(args.metrics)
+    if config is not None and config["eval"]["val_best"]:
+        from optima.paper.results import add_val_best
+
+        runs, chosen = add_val_best(runs)
+        LOG.info("val-best (the fixed module best on validation): %s",
+                 ", ".join(f"{task} {method}" for task, method in chosen.items()) or "no fixed-<module> runs")
     preferred = args.split
     if preferred is None and config is not None and config["eval"]["split"] in set(runs["split"]):
         # the config's split when present; validation metrics collected alone are summarised as they are

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optima.distill.rounds import REWARD_COLUMNS
+from optima.distill.rounds import ROUND_COLUMNS as PROBE_COLUMNS
 from optima.errors import DataError
 from optima.paper.common import LOG
 
@@ -110,8 +110,8 @@ def round_ends(log: pd.DataFrame) -> pd.DataFrame:
 
 RUN_COLUMNS = ("task", "method", "seed")
 ROUND_COLUMNS = ("round", "step", "arm", "reward")
-# every reward's inputs (probe loss before/after a round, ...): rounds.csv keeps those the logs have
-PROBE_COLUMNS = tuple(c for pair in REWARD_COLUMNS.values() for c in pair)
+# every reward's inputs (probe loss before/after a round, its terms, ...) and the oracle's candidates
+# (optima.distill.rounds.ROUND_COLUMNS): rounds.csv keeps those the logs have
 LOSS_COLUMNS = ("loss", "task_loss", "kd_loss", "layer_loss", "layer_loss_vision", "layer_loss_text",
                 "layer_loss_multimodal", "contrastive_loss", "caption_loss")
 COMPACT_REQUIRED = {"rounds": (*RUN_COLUMNS, "step", "arm", "reward"), "curves": (*RUN_COLUMNS, "step")}

@@ -244,6 +244,8 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
     from optima.paper.common import LOG
     from optima.paper.agreement import applies as agreement_applies
     from optima.paper.agreement import write_agreement
+    from optima.paper.decomposition import applies as decomposition_applies
+    from optima.paper.decomposition import write_decomposition
     from optima.paper.figures import write_figures
     from optima.paper.spread import has_teacher_seeds, write_spread
     from optima.paper.logs import CompactLogs, compact_logs, write_compact_csv_text
@@ -285,6 +287,8 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
             write_agreement(build / "runs.csv", build / "rounds.csv", build / "tables")
             for variant in optima_variants(published_config):  # e.g. OPTIMA with another reward: its own selection
                 write_agreement(build / "runs.csv", build / "rounds.csv", build / "tables" / variant, method=variant)
+        if decomposition_applies(rounds):  # which term of the probe objective drives each arm's reward
+            write_decomposition(build / "rounds.csv", build / "tables", figure_dir=build / "figures")
         teacher_runs = results / "teacher-seeds" / "runs.csv"  # scripts/teacher_spread.sh: teachers of other seeds
         if teacher_runs.is_file():
             shutil.copyfile(teacher_runs, build / "teacher_runs.csv")

@@ -109,6 +109,33 @@ def collect_runs(paths) -> pd.DataFrame:
     return sort_runs(pd.DataFrame(rows, columns=list(RUNS_COLUMNS)))
 
 
+VAL_BEST = "val-best"
+
+
+def add_val_best(runs: pd.DataFrame, split: str = "val") -> tuple[pd.DataFrame, dict[str, str]]:
+    """``runs`` with a two-stage baseline added: per task, the ``fixed-<module>`` method whose students score
+    best on ``split`` (mean over seeds of the task's primary metric) is copied under the name ``val-best``,
+    every split included. Training is deterministic, so re-running that module with the same seeds would give
+    these very students. Returns (runs, task -> chosen method); tasks without fixed-module runs are skipped."""
+    from optima.coca_modules import MODULES
+    from optima.paper.spec import PRIMARY_METRIC
+
+    fixed = [f"fixed-{m}" for m in MODULES]
+    chosen, copies = {}, []
+    for task in sorted(set(runs["task"])):
+        part = runs[(runs["task"] == task) & runs["method"].isin(fixed) & (runs["split"] == split)
+                    & (runs["metric"] == PRIMARY_METRIC[task])]
+        if part.empty:
+            continue
+        means = part.groupby("method")["value"].mean()
+        best = max(fixed, key=lambda m: (means.get(m, float("-inf")), -fixed.index(m)))  # ties: module order
+        chosen[task] = best
+        copies.append(runs[(runs["task"] == task) & (runs["method"] == best)].assign(method=VAL_BEST))
+    if not copies:
+        return runs, chosen
+    return sort_runs(pd.concat([runs[runs["method"] != VAL_BEST], *copies], ignore_index=True)), chosen
+
+
 def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.astype({"seed": "int64", "value": "float64"})
     return runs.sort_values(["task", "method", "seed", "split", "metric"], kind="mergesort").reset_index(drop=True)

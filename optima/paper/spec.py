@@ -85,6 +85,11 @@ DISPLAY_NAMES = {
     "sliding_window_ts": "Sliding-window TS",
     "ucb": "UCB",
     "exp3": "EXP3",
+    "val-best": "Best module (validation)",
+    "oracle": "Oracle (per round)",
+    "replay": "OPTIMA's allocation, shuffled",
+    "optima-balanced": "OPTIMA (balanced reward)",
+    "optima-heldout": "OPTIMA (held-out reward)",
 }
 MAIN_ORDER = ("teacher", "finetune", "kd", "layerwise", "uniform", "optima")
 KNOWN_ORDER = tuple(DISPLAY_NAMES)

@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "tables": ("optima.paper.tables", "write the paper's tables from runs.csv"),
     "figures": ("optima.paper.figures", "write the paper's figures from runs.csv and the train logs"),
     "publish": ("optima.paper.publish", "publish an experiment for git: runs.csv, compact logs, tables, PNG figures, MANIFEST.json"),
+    "decompose": ("optima.paper.decomposition", "which term of the probe objective drives each arm's reward (rounds.csv)"),
     "agreement": ("optima.paper.agreement", "rank modules by each reward and by single-module gain (validation)"),
     "spread": ("optima.paper.spread", "a teacher's quality over retraining seeds, beside the students' seed spread"),
     "bench": ("optima.bench", "benchmarks that print a table (bandits, models)"),

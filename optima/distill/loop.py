@@ -40,6 +40,8 @@ class TrainSpec:
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int | None = None  # validation every N steps (besides the one at the end)
+    lr_schedule: str = "cosine"   # after warm-up: cosine | linear (to lr_floor) | constant (optima.distill.optim)
+    lr_floor: float = 0.0         # the smallest learning rate, as a fraction of lr
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainSpec":
@@ -96,6 +98,21 @@ def optimisation_step(model, objective, optimizer, scheduler, batch: dict, runti
     return values, grad_norm, lr
 
 
+def _step_context(model, objective, optimizer, scheduler, runtime, spec, check, loader, dataset):
+    """What a callback that trains on its own needs (``optima.distill.oracle.StepContext``)."""
+    from optima.distill.oracle import StepContext
+    from optima.distill.sampling import fixed_batch
+
+    def batch_at(step: int) -> dict:  # the loader's batches are a pure function of the step
+        return to_device(fixed_batch(dataset, loader.batch_sampler.batch(step)), runtime.device)
+
+    def train_step(batch: dict):
+        return optimisation_step(model, objective, optimizer, scheduler, batch, runtime, spec.grad_clip, check=check)
+
+    return StepContext(model, objective, optimizer, scheduler, runtime, spec.grad_clip, check, batch_at, spec.steps,
+                       train_step)
+
+
 def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, run_dir: str | Path, seed: int,
         fingerprint: dict, callbacks: Callbacks | None = None, num_workers: int = 0,
         desc: str = "train", evaluator: Callable[[], dict] | None = None) -> TrainLog:
@@ -109,7 +126,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
     callbacks = callbacks or NoCallbacks()
     objective.to(runtime.device)
     optimizer = build_optimizer(objective.named_parameters(), spec.lr, spec.weight_decay)
-    scheduler = build_scheduler(optimizer, spec.warmup_steps, spec.steps)
+    scheduler = build_scheduler(optimizer, spec.warmup_steps, spec.steps, spec.lr_schedule, spec.lr_floor)
     log = TrainLog(run_dir / "train_log.inprogress.csv" if runtime.is_main else None)
     modules = {"objective": objective}
     eval_rows: list[dict] = []
@@ -175,8 +192,16 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
                         f"{desc}: loss term {name!r} is {value} at step {step}; stopped. "
                         f"Last good checkpoint: {last if last else 'none (no checkpoint written yet)'}")
 
-        values, grad_norm, lr = optimisation_step(model, objective, optimizer, scheduler, batch, runtime,
-                                                  spec.grad_clip, check=check_finite)
+        # a callback may train the step itself (the oracle trains every arm of a round and keeps the best)
+        replaced = None
+        if hasattr(callbacks, "replace_step"):
+            replaced = callbacks.replace_step(step, batch, _step_context(
+                model, objective, optimizer, scheduler, runtime, spec, check_finite, loader, dataset))
+        if replaced is not None:
+            values, grad_norm, lr = replaced
+        else:
+            values, grad_norm, lr = optimisation_step(model, objective, optimizer, scheduler, batch, runtime,
+                                                      spec.grad_clip, check=check_finite)
         if not torch.isfinite(grad_norm):  # the step was not taken
             raise TrainingError(f"{desc}: gradient norm is {float(grad_norm)} at step {step}; stopped. "
                                 f"Last good checkpoint: {ckpt.latest_checkpoint(run_dir)}")

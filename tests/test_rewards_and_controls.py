@@ -242,3 +242,30 @@ def test_every_new_method_trains_and_logs_what_it_measures(smoke_teacher, tmp_pa
     assert list(oracle["arm"]) == [("vision", "text", "multimodal")[k] for k in candidates.argmin(axis=1)]
     for method in methods:
         assert json.loads((tmp_path / "students" / method / "seed0" / "metrics.json").read_text())["method"] == method
+
+
+# ----------------------------------------------------------------------------- val-best
+def test_val_best_copies_the_fixed_module_best_on_validation_per_task():
+    from optima.paper.results import VAL_BEST, add_val_best
+
+    rows = []
+    for task, metric, val in (("nlvr2", "accuracy", {"vision": 0.60, "text": 0.55, "multimodal": 0.70}),
+                              ("captions", "CIDEr", {"vision": 1.9, "text": 1.7, "multimodal": 1.5})):
+        for module, value in val.items():
+            for seed in (0, 1):
+                for split, shift in (("val", 0.0), ("test", -0.01)):
+                    rows.append({"task": task, "method": f"fixed-{module}", "seed": seed, "role": "student",
+                                 "split": split, "metric": metric, "value": value + shift + 0.001 * seed})
+    rows.append({"task": "nlvr2", "method": "layerwise", "seed": 0, "role": "student", "split": "val",
+                 "metric": "accuracy", "value": 0.99})  # not a fixed-module method: never chosen
+    runs = pd.DataFrame(rows)
+    out, chosen = add_val_best(runs)
+    assert chosen == {"captions": "fixed-vision", "nlvr2": "fixed-multimodal"}
+    copied = out[out["method"] == VAL_BEST]
+    for task, source in chosen.items():
+        original = runs[(runs["task"] == task) & (runs["method"] == source)].drop(columns="method")
+        mine = copied[copied["task"] == task].drop(columns="method")
+        pd.testing.assert_frame_equal(mine.sort_values(list(mine.columns)).reset_index(drop=True),
+                                      original.sort_values(list(original.columns)).reset_index(drop=True),
+                                      check_dtype=False)
+    assert set(copied["split"]) == {"val", "test"}  # chosen on validation, reported on every split

@@ -42,6 +42,8 @@ def run(args) -> int:
                               cache_images=data_cfg["cache_images"])
     coca = load_model(args.init)
     task_model = create_task_model(task, coca, getattr(train_set, "num_classes", None))
+    if section["grad_checkpointing"]:  # block activations recomputed in backward: the teacher fits its GPU
+        task_model.coca.set_grad_checkpointing(True)
     fingerprint = {"verb": "finetune", "task": task, "finetune": section, "model": config["model"], "seed": seed,
                    "data": config_hash(data_cfg), "world_size": runtime.world_size}
     validate = make_validator(task_model, task, args.data, tokenizer, config, runtime)

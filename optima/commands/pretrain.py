@@ -66,6 +66,8 @@ def run(args) -> int:
     else:
         dataset = build_dataset("captions", args.data, "train", tokenizer, config["data"]["image_size"],
                                 train=True, cache_images=config["data"]["cache_images"])
+        if section["grad_checkpointing"]:  # block activations recomputed in backward
+            coca.set_grad_checkpointing(True)
         objective = build_objective(coca, section, runtime)
         fingerprint = {"verb": "pretrain", "pretrain": section, "model": model_cfg, "seed": seed,
                        "data": config_hash(config["data"]), "world_size": runtime.world_size}

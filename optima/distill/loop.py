@@ -42,6 +42,7 @@ class TrainSpec:
     eval_every: int | None = None  # validation every N steps (besides the one at the end)
     lr_schedule: str = "cosine"   # after warm-up: cosine | linear (to lr_floor) | constant (optima.distill.optim)
     lr_floor: float = 0.0         # the smallest learning rate, as a fraction of lr
+    accumulation_steps: int = 1   # micro-batches per step (gradient accumulation; the same update, less memory)
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainSpec":
@@ -69,27 +70,90 @@ class NoCallbacks:
         pass
 
 
+# keys that change how much memory a step takes, not what it computes (to float rounding): a run resumes
+# across them, e.g. after an out-of-memory failure on a smaller GPU with more accumulation steps
+MEMORY_ONLY_KEYS = ("accumulation_steps", "grad_checkpointing")
+
+
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b)):
+            if key in MEMORY_ONLY_KEYS:
+                continue
             out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """``batch`` as ``parts`` consecutive micro-batches (sizes differing by at most one): tensors and lists
+    are split along their first dimension, anything else is shared."""
+    size = next(len(v) for v in batch.values() if isinstance(v, (torch.Tensor, list, tuple)))
+    if parts > size:
+        raise ValueError(f"accumulation_steps {parts} is more than the {size} examples of a batch (per process)")
+    bounds = [size * k // parts for k in range(parts + 1)]
+    return [{key: value[a:b] if isinstance(value, (torch.Tensor, list, tuple)) and len(value) == size else value
+             for key, value in batch.items()} for a, b in zip(bounds, bounds[1:])]
+
+
+def accumulate_gradients(model, objective, batch: dict, runtime: Runtime, parts: int,
+                         check: Callable[[dict], None] | None = None) -> dict[str, float]:
+    """Forward and backward of ``batch`` in ``parts`` micro-batches (one micro-batch's activations alive at a
+    time), leaving in ``.grad`` the gradient of the whole batch's loss; returns its loss values.
+
+    Every loss term is a mean over examples or over real tokens (``objective.item_counts``), so the batch's
+    term is the count-weighted mean of the micro-batches' terms: micro-batch k's term enters its backward
+    with weight ``count_k / sum of counts`` (known from the batch before any forward), and the total is
+    assembled from the weighted terms as the objective adds them (``objective.assemble``, linear). The
+    gradients are the one batch's up to float rounding (tests/test_accumulation.py). Under DDP only the last
+    micro-batch's backward synchronises."""
+    import contextlib
+
+    if not hasattr(objective, "item_counts"):
+        from optima.errors import ConfigError
+
+        raise ConfigError(f"accumulation_steps {parts}: the {type(objective).__name__} objective cannot split "
+                          "its loss into micro-batches (e.g. a contrastive term compares every pair of the batch)")
+    micro = split_batch(batch, parts)
+    counts = [objective.item_counts(mb) for mb in micro]
+    totals = {key: sum(c[key] for c in counts) for key in counts[0]}
+    combined = dict.fromkeys(totals, 0.0)
+    for k, (mb, count) in enumerate(zip(micro, counts)):
+        weights = {key: count[key] / totals[key] if totals[key] else 0.0 for key in totals}
+        last = k == len(micro) - 1
+        sync = model.no_sync() if runtime.distributed and not last and hasattr(model, "no_sync") \
+            else contextlib.nullcontext()
+        with sync:
+            with runtime.autocast():
+                losses = model(mb)
+            part = {name: float(value.detach()) for name, value in losses.items()}
+            if check is not None:
+                check(all_reduce_mean_dict(runtime, part))
+            objective.assemble({key: losses[key] * weights[key] for key in totals})["loss"].backward()
+        for key in totals:
+            combined[key] += weights[key] * part[key]
+    return all_reduce_mean_dict(runtime, {k: float(v) for k, v in objective.assemble(combined).items()})
+
+
 def optimisation_step(model, objective, optimizer, scheduler, batch: dict, runtime: Runtime, grad_clip: float | None,
-                      check: Callable[[dict], None] | None = None) -> tuple[dict[str, float], torch.Tensor, float]:
+                      check: Callable[[dict], None] | None = None,
+                      accumulation_steps: int = 1) -> tuple[dict[str, float], torch.Tensor, float]:
     """One step of every training verb (and of ``optima bench step``): forward under autocast, losses
     averaged over ranks, ``check(values)`` (e.g. finite), backward, clip, optimiser and scheduler step.
+    ``accumulation_steps`` > 1: forward and backward in that many micro-batches (``accumulate_gradients``),
+    one update. The previous step's gradients are freed before the forward (not held through it).
     Returns (loss values, gradient norm, the learning rate the step used)."""
-    with runtime.autocast():
-        losses = model(batch)
-    values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
-    if check is not None:
-        check(values)
     optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
+    if accumulation_steps > 1:
+        values = accumulate_gradients(model, objective, batch, runtime, accumulation_steps, check)
+    else:
+        with runtime.autocast():
+            losses = model(batch)
+        values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
+        if check is not None:
+            check(values)
+        losses["loss"].backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), grad_clip if grad_clip else float("inf"))
     lr = scheduler.get_last_lr()[0]
     if torch.isfinite(grad_norm):
@@ -107,7 +171,8 @@ def _step_context(model, objective, optimizer, scheduler, runtime, spec, check, 
         return to_device(fixed_batch(dataset, loader.batch_sampler.batch(step)), runtime.device)
 
     def train_step(batch: dict):
-        return optimisation_step(model, objective, optimizer, scheduler, batch, runtime, spec.grad_clip, check=check)
+        return optimisation_step(model, objective, optimizer, scheduler, batch, runtime, spec.grad_clip, check=check,
+                                 accumulation_steps=spec.accumulation_steps)
 
     return StepContext(model, objective, optimizer, scheduler, runtime, spec.grad_clip, check, batch_at, spec.steps,
                        train_step)
@@ -201,7 +266,8 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
             values, grad_norm, lr = replaced
         else:
             values, grad_norm, lr = optimisation_step(model, objective, optimizer, scheduler, batch, runtime,
-                                                      spec.grad_clip, check=check_finite)
+                                                      spec.grad_clip, check=check_finite,
+                                                      accumulation_steps=spec.accumulation_steps)
         if not torch.isfinite(grad_norm):  # the step was not taken
             raise TrainingError(f"{desc}: gradient norm is {float(grad_norm)} at step {step}; stopped. "
                                 f"Last good checkpoint: {ckpt.latest_checkpoint(run_dir)}")

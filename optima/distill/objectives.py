@@ -23,6 +23,15 @@ class TaskObjective(nn.Module):
         loss = self.model.loss(self.model(batch), batch)["loss"]
         return {"loss": loss, "task_loss": loss}
 
+    def item_counts(self, batch: dict) -> dict[str, int]:
+        """How many items each loss term of ``batch`` averages over, known before the forward (gradient
+        accumulation weights its micro-batches with these)."""
+        return {"task_loss": self.model.item_counts(batch)["task"]}
+
+    def assemble(self, terms: dict) -> dict:
+        """The losses ``forward`` returns, from its terms (floats or tensors): here the task loss alone."""
+        return {"task_loss": terms["task_loss"], "loss": terms["task_loss"]}
+
 
 class _Frozen:
     """Holds a module without registering it as a submodule (not trained, not checkpointed)."""
@@ -153,17 +162,37 @@ class DistillationObjective(nn.Module):
         for key in parts[0][1]:
             weight = sum(counts[key] for _, counts in parts)
             out[key] = sum(float(losses[key]) * counts[key] for losses, counts in parts) / max(weight, 1)
+        return self.assemble(out, modules)
+
+    def item_counts(self, batch: dict, modules: tuple[str, ...] | None = None) -> dict[str, int]:
+        """The counts ``compute(batch, modules, counts=)`` reports, from the batch alone (before any forward):
+        gradient accumulation (``optima.distill.loop``) weights each micro-batch's terms with them."""
+        modules = self.active if modules is None else tuple(modules)
+        items = self.student.item_counts(batch)
+        out = {"task_loss": items["task"]}
+        if self.kd_weight > 0:
+            out["kd_loss"] = items["kd"]
+        if self.layer_weight > 0:
+            out.update({f"layer_loss_{m}": items[m] for m in modules})
+        return out
+
+    def assemble(self, terms: dict, modules: tuple[str, ...] | None = None) -> dict:
+        """``terms`` (task, KD and per-module layer losses; floats or tensors) with ``layer_loss`` and ``loss``
+        added as ``compute`` adds them. Linear in the terms, so weighted micro-batch terms assemble into
+        the whole batch's loss."""
+        modules = self.active if modules is None else tuple(modules)
+        out = dict(terms)
         total = out["task_loss"]
         if "kd_loss" in out:
-            total += self.kd_weight * out["kd_loss"]
+            total = total + self.kd_weight * out["kd_loss"]
         present = [m for m in modules if f"layer_loss_{m}" in out]
         if present:
             if self.layer_reduction == "module_sum":
                 out["layer_loss"] = sum(out[f"layer_loss_{m}"] for m in present)
             else:  # layer_mean: the mean over every term, a module holding one term per mapped layer (+ pooler)
-                terms = {m: len(self.layer_map[m]) + int(m == "vision" and self.vision_pooler) for m in present}
-                out["layer_loss"] = sum(terms[m] * out[f"layer_loss_{m}"] for m in present) / sum(terms.values())
-            total += self.layer_weight * out["layer_loss"]
+                counts = {m: len(self.layer_map[m]) + int(m == "vision" and self.vision_pooler) for m in present}
+                out["layer_loss"] = sum(counts[m] * out[f"layer_loss_{m}"] for m in present) / sum(counts.values())
+            total = total + self.layer_weight * out["layer_loss"]
         out["loss"] = total
         return out
 

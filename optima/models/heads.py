@@ -152,6 +152,25 @@ class TaskModel(nn.Module):
         """How many items ``loss`` averages over (to combine a loss computed in chunks exactly)."""
         raise NotImplementedError
 
+    def item_counts(self, batch: Mapping) -> dict[str, int]:
+        """What each loss term of ``batch`` averages over, from the batch alone (before any forward), so that
+        gradient accumulation can weight micro-batches before their backward (``optima.distill.loop``):
+        ``task`` (= ``loss_count``), ``kd`` (prediction KD: the same items as the task loss) and per CoCa module
+        the positions its layer MSE averages over (``optima.models.taps`` masks: vision every token; text the
+        real tokens and the appended CLS; multimodal the real tokens the decoder consumes).
+        ``tests/test_loop.py`` pins these to the counts ``DistillationObjective.compute(counts=)`` reports."""
+        raise NotImplementedError
+
+    def _tower_counts(self, images: torch.Tensor, texts: torch.Tensor, decoder_tokens: int) -> dict[str, int]:
+        visual = self.coca.visual
+        patch = visual.conv1.kernel_size
+        tokens = (images.shape[-2] // patch[0]) * (images.shape[-1] // patch[1])
+        tokens += int(getattr(visual, "class_embedding", None) is not None)
+        real = texts != self.pad_id
+        return {"vision": int(images.shape[0]) * tokens,
+                "text": int(real.sum()) + int(texts.shape[0]) * int(getattr(self.coca.text, "cls_emb", None) is not None),
+                "multimodal": int(real[:, :decoder_tokens].sum())}
+
 
 class CaptioningModel(TaskModel):
     task = "captions"
@@ -194,6 +213,15 @@ class CaptioningModel(TaskModel):
             raise ConfigError("distill.probe_chunk: a captioning loss with a contrastive term compares every "
                               "pair in the batch and cannot be computed in chunks; set distill.probe_chunk: null")
         return int((outputs["labels"] != self.pad_id).sum())
+
+    def item_counts(self, batch: Mapping) -> dict[str, int]:
+        """Teacher forcing: the decoder consumes tokens 0..L-2 and predicts 1..L-1 (open_clip's labels)."""
+        if self.options["contrastive_weight"] > 0:
+            raise ConfigError("accumulation_steps: a captioning loss with a contrastive term compares every pair in "
+                              "the batch and cannot be split into micro-batches; set accumulation_steps: 1")
+        images, texts = self.inputs(batch)
+        tokens = int((texts[:, 1:] != self.pad_id).sum())
+        return {"task": tokens, "kd": tokens, **self._tower_counts(images, texts, texts.shape[1] - 1)}
 
 
 class ClassificationModel(TaskModel):
@@ -245,6 +273,12 @@ class ClassificationModel(TaskModel):
         """How many items the task loss averages over: the examples (VQA's BCE is summed over answers and
         averaged over questions; cross-entropy is averaged over examples)."""
         return int(outputs["logits"].shape[0])
+
+    def item_counts(self, batch: Mapping) -> dict[str, int]:
+        """Examples for the task loss and KD; NLVR2's two (image, sentence) pairs per example for the towers."""
+        images, texts = self.inputs(batch)
+        examples = int(_require(batch, "text", self.task).shape[0])
+        return {"task": examples, "kd": examples, **self._tower_counts(images, texts, texts.shape[1])}
 
 
 def save_task_model(task_model: TaskModel, run_dir: str | os.PathLike) -> None:

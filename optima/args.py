@@ -24,6 +24,9 @@ def add_run_arguments(parser, data_help: str = "prepared data directory of the t
     add_config_arguments(parser)
     parser.add_argument("--data", required=True, help=data_help)
     parser.add_argument("--out", required=out_required, help="run directory to write (resumed if it holds a checkpoint)")
+    parser.add_argument("--force", action="store_true",
+                        help="clear the run directory first (a finished run of another config or method is refused "
+                             "without it)")
 
 
 def load_config_from_args(args, optional: bool = False) -> dict | None:

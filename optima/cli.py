@@ -58,13 +58,14 @@ def build_parser(load_verbs: bool | str = True) -> argparse.ArgumentParser:
 
 
 def _show_config_warnings_plainly(verb: str) -> None:
-    """A config warning (``optima.config.ConfigWarning``) prints as one line naming the keys."""
+    """A config warning (``optima.config.ConfigWarning``) prints as one line naming the keys; so does a stale
+    temporary file removed (``optima.io.StaleFileWarning``) and a checkpoint skipped on resume."""
     import warnings
 
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if category.__name__ == "ConfigWarning":
+        if category.__name__ in ("ConfigWarning", "StaleFileWarning", "CheckpointWarning"):
             print(f"optima {verb}: warning: {message}", file=file or sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)

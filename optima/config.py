@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,10 @@ from optima.errors import ConfigError
 from optima.coca_modules import MODULES  # noqa: F401 (re-exported: optima.config.MODULES)
 # at most this fraction of a task's training images is held out for the probe (the rest trains every method)
 MAX_PROBE_FRACTION = 0.25
+# a method name becomes a directory name (students/TASK/METHOD/), a table row and a dotted config key
+METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# run_info.json's method of the teachers: no student method may be called so
+RESERVED_METHODS = ("teacher", "pretrain")
 
 
 class ConfigWarning(UserWarning):
@@ -108,6 +113,8 @@ def _check_cross_references(config: dict, source: str) -> None:
             raise ConfigError(f"{source}: {where}: unknown task {task!r} (known: {', '.join(known)})")
     distill = config["distill"]
     methods = distill["methods"]
+    for name in methods:
+        check_method_name(name, f"{source}: distill.methods")
     for name in distill["run"]:
         if name not in methods:
             raise ConfigError(
@@ -129,6 +136,69 @@ def _check_cross_references(config: dict, source: str) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
     _check_probe_size(config, source)
+    _check_training_lengths(config, source)
+
+
+def check_method_name(name, where: str = "distill.methods") -> None:
+    """A method name is a path component, a table row and a dotted config key: ConfigError unless it matches
+    METHOD_NAME (so that ``../../x`` cannot write outside a results folder) and is not a teacher's name."""
+    if not isinstance(name, str) or not METHOD_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: method name {name!r} may hold only letters, digits, _ and - and must start with a "
+                          "letter or digit (it becomes a directory name and a dotted config key)")
+    if name in RESERVED_METHODS:
+        raise ConfigError(f"{where}: method name {name!r} is reserved (run_info.json uses "
+                          f"{', '.join(RESERVED_METHODS)} for the teachers)")
+
+
+def method_round_problem(config: dict, name: str) -> str | None:
+    """Why method ``name`` would train nothing like its policy under ``distill.steps`` (no bandit round
+    completes: the first module picked trains the whole run, and no reward is ever recorded); None when fine."""
+    from optima.bandits.registry import POLICIES
+
+    method = method_spec(config, name)
+    policy = method["policy"]
+    if policy in ("none", "fixed") or POLICIES[policy].plays_all:
+        return None  # every step trains what the method says, whatever the rounds
+    steps, round_steps = config["distill"]["steps"], method["round_steps"]
+    if round_steps <= steps:
+        return None
+    key = (f"distill.methods.{name}.round_steps" if "round_steps" in config["distill"]["methods"][name]
+           else "distill.round_steps")
+    return (f"distill.methods.{name}: {key} ({round_steps}) is more than distill.steps ({steps}): no bandit round "
+            f"completes, so one module would train the whole run; lower {key} or raise distill.steps")
+
+
+def _check_training_lengths(config: dict, source: str) -> None:
+    """A fine-tuning or distillation run of 0 steps trains nothing; a method run by the pipeline must complete a
+    bandit round (docs/silent.md: both fail rather than give a result that looks like a trained one)."""
+    finetune = config["finetune"]
+    lengths = [("distill.steps", config["distill"]["steps"]), ("finetune.steps", finetune["steps"])]
+    lengths += [(f"finetune.overrides.{task}.steps", values["steps"])
+                for task, values in finetune["overrides"].items() if values and "steps" in values]
+    for key, steps in lengths:
+        if steps == 0:
+            raise ConfigError(f"{source}: {key}: 0 steps train nothing (the run would save its starting point as if "
+                              "trained); at least 1")
+    for name in config["distill"]["run"]:
+        problem = method_round_problem(config, name)
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
+
+
+def schedule_warnings(config: dict) -> list[str]:
+    """One message per training section whose learning-rate warm-up is longer than its run (the learning rate
+    never reaches its configured value; the run still trains)."""
+    sections = [("pretrain", config["pretrain"])] if config["pretrain"]["mode"] == "train" else []
+    sections += [("finetune", finetune_section(config, task)) for task in config["tasks"]]
+    sections += [("distill", config["distill"])]
+    messages = []
+    for name, section in sections:
+        if section["warmup_steps"] > section["steps"] > 0:
+            message = (f"{name}.warmup_steps ({section['warmup_steps']}) is more than {name}.steps ({section['steps']})"
+                       f": the learning rate never reaches {name}.lr")
+            if message not in messages:
+                messages.append(message)
+    return messages
 
 
 def _check_probe_size(config: dict, source: str) -> None:
@@ -167,6 +237,8 @@ def memory_warnings(config: dict) -> list[str]:
         if not policy.uses_rewards or not {"window", "gamma"} & set(vars(policy.options)):
             continue  # stationary by definition (ts, ucb, exp3) or ignores rewards
         rounds = distill["steps"] // method["round_steps"]
+        if rounds == 0:
+            continue  # no round at all: an error (method_round_problem), not a memory question
         memory = policy.options.memory_rounds()
         if memory >= rounds:
             keys = {k: method["options"].get(k) for k in ("window", "window_unit", "gamma") if k in method["options"]}
@@ -187,6 +259,9 @@ def apply_overrides(config: dict, overrides: Iterable[str], source: str = "--set
             raise ConfigError(f"{source}: {item!r}: expected KEY.PATH=VALUE")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"{source}: {key}: not a dotted key path (an empty name between dots); a method name "
+                              "may hold only letters, digits, _ and -")
         node = config
         for part in parts[:-1]:
             if not isinstance(node, dict) or part not in node:
@@ -258,7 +333,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), defaults: bool 
     validate(config, source)
     if defaults:
         config = with_defaults(config)
-    for message in memory_warnings(config):
+    resolved = config if defaults else with_defaults(config)
+    for message in memory_warnings(resolved) + schedule_warnings(resolved):
         warnings.warn(f"{source}: {message}", ConfigWarning, stacklevel=2)
     return config
 

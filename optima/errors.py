@@ -19,3 +19,11 @@ class CheckpointError(OptimaError):
 
 class TrainingError(OptimaError):
     """Training diverged (NaN/inf loss) or cannot continue."""
+
+
+class OutputError(OptimaError):
+    """An output cannot be written: the disk is full, the folder is not writable (the message names the file)."""
+
+
+class RunBusyError(OptimaError):
+    """Another optima process is writing the same run directory (it holds the directory's lock file)."""

@@ -83,6 +83,11 @@ def init_runtime(device: str = "auto", precision: str = "auto", threads: int | N
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda" and not torch.cuda.is_available():
+        from optima.errors import ConfigError
+
+        raise ConfigError("runtime.device: cuda, but torch finds no CUDA GPU on this machine (no driver, no device, "
+                          "or CUDA_VISIBLE_DEVICES empty): set runtime.device: auto or cpu, or run it on a GPU node")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(local_rank)

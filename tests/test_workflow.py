@@ -243,6 +243,39 @@ def test_config_overrides_reach_the_verbs(workdir):
     assert "results/smoke/students/vqa/optima/seed2" in proc.stdout
 
 
+def test_paths_with_a_space_are_quoted_in_every_command(workdir, tmp_path):
+    """paths.data / paths.results holding a space: every planned shell command passes each path as one argument
+    (`{output:q}`, `{log:q}`, ...), so no stray `logs/my` is written and the named log is the one filled."""
+    import shlex
+
+    config = load(ROOT / "config/smoke.yaml")
+    config["paths"] = {"data": "data/my data", "results": "results/my results"}
+    config["distill"]["group_by"] = "task"  # --out-root, and evaluate --run lists
+    configfile = tmp_path / "spaced.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(workdir, "-n", "-p", "--configfile", str(configfile))
+    commands = [line.strip() for line in proc.stdout.splitlines()
+                if line.strip().startswith(("optima ", "python -m optima"))]
+    verbs = {shlex.split(command)[1] for command in commands}
+    assert {"prepare", "pretrain", "finetune", "teacher-targets", "distill", "evaluate", "collect", "tables",
+            "figures"} <= verbs, verbs
+    for command in commands:
+        words = shlex.split(command)
+        assert words[-3] == ">" and words[-1] == "2>&1", command
+        log = words[-2]
+        assert log.startswith("logs/my results/") and log.endswith(".log"), (log, command)
+        for flag in ("--data", "--out", "--init", "--teacher", "--targets", "--out-root", "--out-dir", "--runs",
+                     "--run", "--logs-root"):
+            for i, word in enumerate(words[:-1]):
+                if word == flag:
+                    value = words[i + 1]
+                    assert value.startswith(("data/my data/", "results/my results")), (flag, value, command)
+        if words[1] == "collect":  # the metrics files are positional: each one word
+            files = [w for w in words if w.endswith(".json")]
+            assert files and all(f.startswith("results/my results/") for f in files), command
+        assert not {"data/my", "results/my", "logs/my"} & set(words), command  # nothing split at the space
+
+
 def _key_paths(node: dict, prefix: str = "") -> set[str]:
     paths = set()
     for key, value in node.items():
@@ -337,7 +370,7 @@ def test_bad_config_fails_at_load_naming_the_key(workdir, tmp_path, edit, key):
             config_edit(config)
             config["distill"]["run"] = ["optima", "teacher"]
 
-        key = "distill.run"
+        key = "distill.methods: method name 'teacher' is reserved"  # optima.config.check_method_name
     bad = _bad_config(tmp_path, edit)
     proc = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
     message = proc.stdout + proc.stderr

@@ -45,15 +45,18 @@ def planned_runs(args) -> list[tuple[str, int, str]]:
 
 
 def run(args) -> int:
+    import contextlib
+
     from torch.utils.data import Subset
 
-    from optima.config import method_spec
+    from optima.config import method_round_problem, method_spec
+    from optima.errors import ConfigError
     from optima.tasks import check_task
     from optima.args import setup
     from optima.data.tokenizers import load_tokenizer
     from optima.distill.setup import training_set
     from optima.eval.evaluate import validation_set
-    from optima.runs import read_run_info
+    from optima.runs import claim_run_dir, read_run_info
     from optima.distill.probe import split_held_out
     from optima.runtime import shutdown
     from optima.tasks import load_task_model
@@ -63,24 +66,47 @@ def run(args) -> int:
     config, runtime = setup(args)
     for method_name, _, _ in runs:
         method_spec(config, method_name)  # a wrong method name fails before any training
+        problem = method_round_problem(config, method_name)  # as does a method whose rounds never complete
+        if problem:
+            raise ConfigError(problem)
     teacher_info = read_run_info(args.teacher, expect_role="teacher", expect_task=task)
     check_teacher_seed(config, teacher_info, args.teacher, [seed for _, seed, _ in runs])
     section = config["distill"]
 
-    # shared by every student of the task: loaded once
-    tokenizer = load_tokenizer(args.data)
-    full_train = training_set(task, config, args.data, tokenizer)
-    # every method trains on the same examples: those that show none of the probe's images
-    probe_idx, heldout_idx, train_idx = split_held_out(full_train, section["probe_size"], section["heldout_size"],
-                                                       section["probe_seed"])
-    shared = {"tokenizer": tokenizer, "full_train": full_train, "probe_idx": probe_idx, "heldout_idx": heldout_idx,
-              "train_set": Subset(full_train, train_idx),
-              "val_set": validation_set(task, args.data, tokenizer, config) if runtime.is_main else None,
-              "teacher": load_task_model(args.teacher).to(runtime.device), "targets": None}
-    for method_name, seed, out in runs:
-        train_student(task, method_name, seed, out, config, runtime, args, shared, teacher_info["seed"])
+    with contextlib.ExitStack() as claims:  # every student's run directory: checked, locked, --force cleared
+        for method_name, seed, out in runs:
+            fingerprint = student_fingerprint(config, task, method_name, seed, runtime)
+            claims.enter_context(claim_run_dir(out, runtime, student_identity(task, method_name, seed), fingerprint,
+                                               args.force))
+        # shared by every student of the task: loaded once
+        tokenizer = load_tokenizer(args.data)
+        full_train = training_set(task, config, args.data, tokenizer)
+        # every method trains on the same examples: those that show none of the probe's images
+        probe_idx, heldout_idx, train_idx = split_held_out(full_train, section["probe_size"], section["heldout_size"],
+                                                           section["probe_seed"])
+        shared = {"tokenizer": tokenizer, "full_train": full_train, "probe_idx": probe_idx, "heldout_idx": heldout_idx,
+                  "train_set": Subset(full_train, train_idx),
+                  "val_set": validation_set(task, args.data, tokenizer, config) if runtime.is_main else None,
+                  "teacher": load_task_model(args.teacher).to(runtime.device), "targets": None}
+        for method_name, seed, out in runs:
+            train_student(task, method_name, seed, out, config, runtime, args, shared, teacher_info["seed"])
     shutdown(runtime)
     return 0
+
+
+def student_identity(task: str, method_name: str, seed: int) -> dict:
+    """What run_info.json says of a student (the keys optima.runs.check_finished_run compares)."""
+    return {"task": task, "method": method_name, "seed": seed, "role": "student"}
+
+
+def student_fingerprint(config: dict, task: str, method_name: str, seed: int, runtime) -> dict:
+    """What a student's checkpoints and finished run must have been made with to be resumed or kept."""
+    from optima.config import config_hash, method_spec
+
+    section = config["distill"]
+    return {"verb": "distill", "task": task, "method": method_spec(config, method_name), "seed": seed, "distill": {
+        k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima", "group_by")},
+        "model": config["model"], "data": config_hash(config["data"]), "world_size": runtime.world_size}
 
 
 def check_teacher_seed(config: dict, teacher_info: dict, teacher_dir: str, seeds: list[int]) -> None:
@@ -102,7 +128,7 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
     """One student, from its seed on: nothing a previous student of the same process did reaches it."""
     from pathlib import Path
 
-    from optima.config import config_hash, method_spec
+    from optima.config import method_spec
     from optima.distill.loop import TrainSpec, fit
     from optima.distill.setup import build_student
     from optima.distill.targets import TeacherTargets, expected_meta
@@ -113,7 +139,7 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
     from optima.runtime import seed_everything
 
     method = method_spec(config, method_name)
-    section, data_cfg, model_cfg = config["distill"], config["data"], config["model"]
+    section = config["distill"]
     full_train, teacher = shared["full_train"], shared["teacher"]
 
     def attach_targets(objective):
@@ -137,9 +163,7 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
                           attach_targets, heldout_idx=shared["heldout_idx"], replay_counts=replay_counts)
     objective, student, layer_map = built.objective, built.student, built.layer_map
 
-    fingerprint = {"verb": "distill", "task": task, "method": method, "seed": seed, "distill": {
-        k: v for k, v in section.items() if k not in ("methods", "run", "seeds", "optima", "group_by")},
-        "model": model_cfg, "data": config_hash(data_cfg), "world_size": runtime.world_size}
+    fingerprint = student_fingerprint(config, task, method_name, seed, runtime)
     validate = make_validator(student, task, args.data, shared["tokenizer"], config, runtime, shared["val_set"])
     log = fit(objective, shared["train_set"], TrainSpec.from_config(section), runtime, out, seed, fingerprint,
               callbacks=built.rounds, num_workers=config["runtime"]["num_workers"],
@@ -147,8 +171,9 @@ def train_student(task: str, method_name: str, seed: int, out: str, config: dict
     if objective.targets is not None and runtime.is_main:
         print(f"teacher targets: {objective.targets.misses} batch(es) outside the cache, computed on the fly",
               flush=True)
-    run_info = {"task": task, "method": method_name, "seed": seed, "role": "student",
-                "policy": method["policy"], "layer_map": layer_map, "teacher_seed": teacher_seed}
+    run_info = {**student_identity(task, method_name, seed),
+                "policy": method["policy"], "layer_map": layer_map, "teacher_seed": teacher_seed,
+                "fingerprint": fingerprint}
     metrics = metrics_record(run_info, "val", validate()) if validate else None
     finish_run(out, runtime, lambda d: save_task_model(student.cpu(), d), log, config, run_info, metrics)
 

@@ -23,9 +23,9 @@ def run(args) -> int:
     from optima.tasks import build_dataset
     from optima.data.tokenizers import load_tokenizer
     from optima.runs import metrics_record, read_run_info
-    from optima.errors import CheckpointError, ConfigError
-    from optima.eval.evaluate import evaluate
-    from optima.io import atomic_write_json
+    from optima.errors import CheckpointError, ConfigError, TrainingError
+    from optima.eval.evaluate import check_finite_model, evaluate
+    from optima.io import atomic_write_json, check_writable
     from optima.tasks import load_task_model
 
     if args.out and len(args.runs) > 1:
@@ -41,13 +41,22 @@ def run(args) -> int:
                                   "one evaluate call scores runs of one task")
         infos.append(info)
     split = args.split or config["eval"]["split"]
+    outs = [Path(args.out) if args.out else Path(run_dir) / f"metrics_{split}.json" for run_dir in args.runs]
+    for out in outs:  # a full disk or a read-only folder fails now, not after the scoring
+        check_writable(out)
     tokenizer = load_tokenizer(args.data)
     dataset = build_dataset(infos[0]["task"], args.data, split, tokenizer, config["data"]["image_size"], train=False,
                             cache_images=config["data"]["cache_images"])
-    for run_dir, info in zip(args.runs, infos):
+    for run_dir in args.runs:  # a diverged model (non-finite weights or logits) fails the job before any is scored
+        try:
+            check_finite_model(load_task_model(run_dir).to(runtime.device), dataset, tokenizer, runtime.device,
+                               runtime.autocast)
+        except TrainingError as exc:
+            raise CheckpointError(f"{run_dir}: {exc}; retrain it (e.g. with a lower learning rate), "
+                                  "nothing was written") from None
+    for run_dir, info, out in zip(args.runs, infos, outs):
         task_model = load_task_model(run_dir).to(runtime.device)
         scores = evaluate(task_model, dataset, tokenizer, config["eval"], runtime.device, runtime.autocast)
-        out = Path(args.out) if args.out else Path(run_dir) / f"metrics_{split}.json"
         atomic_write_json(out, metrics_record(info, split, scores))
         print(f"{info['task']} {info['method']} seed {info['seed']} ({split}): "
               + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()), flush=True)

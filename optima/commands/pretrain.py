@@ -42,7 +42,7 @@ def run(args) -> int:
     from optima.tasks import build_dataset
     from optima.data.tokenizers import load_tokenizer
     from optima.args import setup
-    from optima.runs import finish_run
+    from optima.runs import claim_run_dir, finish_run
     from optima.distill.loop import TrainSpec, fit
     from optima.runtime import seed_everything, shutdown
     from optima.distill.trainlog import TrainLog
@@ -51,29 +51,31 @@ def run(args) -> int:
     config, runtime = setup(args)
     section, model_cfg = config["pretrain"], config["model"]
     seed = config["seed"]
-    seed_everything(seed)
-    tokenizer = load_tokenizer(args.data)
-    pretrained = model_cfg["pretrained"] if section["mode"] == "load" else None  # train: from scratch, one key away
-    if model_cfg["pretrained"] and pretrained is None:
-        print(f"optima pretrain: pretrain.mode: train pre-trains from scratch; model.pretrained "
-              f"({model_cfg['pretrained']}) is not loaded", flush=True)
-    coca, model_config = create_coca(model_cfg["teacher"], vocab_size=tokenizer.vocab_size,
-                                     context_length=tokenizer.context_length,
-                                     pretrained=pretrained, return_config=True)
     run_info = {"task": None, "method": "pretrain", "seed": seed, "role": "pretrain"}
-    if section["mode"] == "load" or section["steps"] == 0:
-        log = TrainLog()
-    else:
-        dataset = build_dataset("captions", args.data, "train", tokenizer, config["data"]["image_size"],
-                                train=True, cache_images=config["data"]["cache_images"])
-        if section["grad_checkpointing"]:  # block activations recomputed in backward
-            coca.set_grad_checkpointing(True)
-        objective = build_objective(coca, section, runtime)
-        fingerprint = {"verb": "pretrain", "pretrain": section, "model": model_cfg, "seed": seed,
-                       "data": config_hash(config["data"]), "world_size": runtime.world_size}
-        log = fit(objective, dataset, TrainSpec.from_config(section), runtime, args.out, seed, fingerprint,
-                  num_workers=config["runtime"]["num_workers"], desc="pretrain")
-    finish_run(args.out, runtime, lambda d: save_model(coca.cpu(), d, model_config), log, config, run_info,
-               metrics=None)
+    fingerprint = {"verb": "pretrain", "pretrain": section, "model": model_cfg, "seed": seed,
+                   "data": config_hash(config["data"]), "world_size": runtime.world_size}
+    # the run directory: checked, locked while this runs, cleared under --force
+    with claim_run_dir(args.out, runtime, run_info, fingerprint, args.force):
+        seed_everything(seed)
+        tokenizer = load_tokenizer(args.data)
+        pretrained = model_cfg["pretrained"] if section["mode"] == "load" else None  # train: from scratch, one key away
+        if model_cfg["pretrained"] and pretrained is None:
+            print(f"optima pretrain: pretrain.mode: train pre-trains from scratch; model.pretrained "
+                  f"({model_cfg['pretrained']}) is not loaded", flush=True)
+        coca, model_config = create_coca(model_cfg["teacher"], vocab_size=tokenizer.vocab_size,
+                                         context_length=tokenizer.context_length,
+                                         pretrained=pretrained, return_config=True)
+        if section["mode"] == "load" or section["steps"] == 0:
+            log = TrainLog()
+        else:
+            dataset = build_dataset("captions", args.data, "train", tokenizer, config["data"]["image_size"],
+                                    train=True, cache_images=config["data"]["cache_images"])
+            if section["grad_checkpointing"]:  # block activations recomputed in backward
+                coca.set_grad_checkpointing(True)
+            objective = build_objective(coca, section, runtime)
+            log = fit(objective, dataset, TrainSpec.from_config(section), runtime, args.out, seed, fingerprint,
+                      num_workers=config["runtime"]["num_workers"], desc="pretrain")
+        finish_run(args.out, runtime, lambda d: save_model(coca.cpu(), d, model_config), log, config,
+                   {**run_info, "fingerprint": fingerprint}, metrics=None)
     shutdown(runtime)
     return 0

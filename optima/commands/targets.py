@@ -21,7 +21,7 @@ def run(args) -> int:
     from optima.data.tokenizers import load_tokenizer
     from optima.args import setup
     from optima.distill.setup import build_objective, training_set
-    from optima.runs import read_run_info
+    from optima.runs import claim_run_dir, read_run_info
     from optima.runtime import shutdown
     from optima.distill.probe import split_held_out
     from optima.distill.targets import build_and_write, cache_options, used_examples
@@ -42,9 +42,11 @@ def run(args) -> int:
     probe_idx, _, train_idx = split_held_out(dataset, section["probe_size"], section["heldout_size"],
                                              section["probe_seed"])
     examples = used_examples(dataset, section, train_idx, probe_idx)
-    if runtime.is_main:
-        with torch.no_grad(), runtime.autocast():
-            build_and_write(objective, dataset, cache_options(section), Path(args.teacher) / WEIGHTS_FILE, args.out,
-                            log=lambda m: print(m, flush=True), examples=examples)
+    # the output folder: locked while this runs, cleared under --force, never a run directory
+    with claim_run_dir(args.out, runtime, {"role": "teacher-targets"}, None, args.force):
+        if runtime.is_main:
+            with torch.no_grad(), runtime.autocast():
+                build_and_write(objective, dataset, cache_options(section), Path(args.teacher) / WEIGHTS_FILE,
+                                args.out, log=lambda m: print(m, flush=True), examples=examples)
     shutdown(runtime)
     return 0

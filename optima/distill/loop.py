@@ -178,6 +178,41 @@ def _step_context(model, objective, optimizer, scheduler, runtime, spec, check, 
                        train_step)
 
 
+def check_finite_parameters(objective: torch.nn.Module, step: int, desc: str, run_dir: str | Path) -> None:
+    """TrainingError naming the first trained parameter holding a NaN or an infinity after ``step`` steps: a loss
+    can be finite at a step whose update makes the weights diverge (the last step of a run above all)."""
+    with torch.no_grad():
+        for name, param in objective.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                last = ckpt.latest_checkpoint(run_dir)
+                raise TrainingError(
+                    f"{desc}: parameter {name!r} is not finite after step {step} (the weights diverged; "
+                    f"a lower learning rate or gradient clipping may help); stopped. "
+                    f"Last good checkpoint: {last if last else 'none (no checkpoint written yet)'}")
+
+
+def check_final_update(model, objective, batch: dict, runtime: Runtime, steps: int, desc: str,
+                       run_dir: str | Path) -> None:
+    """The losses of the last batch after the last update, which no later step checks: TrainingError naming the
+    term when one is not finite (the weights diverged at the last step). Runs in eval mode with the random state
+    put back, so the run's results are the same as without it."""
+    state, was_training = rng_state(), objective.training
+    objective.eval()
+    try:
+        with torch.no_grad(), runtime.autocast():
+            losses = model(batch)
+        values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
+    finally:
+        objective.train(was_training)
+        set_rng_state(state)
+    for name, value in values.items():
+        if not math.isfinite(value):
+            last = ckpt.latest_checkpoint(run_dir)
+            raise TrainingError(f"{desc}: loss term {name!r} is {value} after the last update (step {steps}): the "
+                                f"weights diverged; stopped. Last good checkpoint: "
+                                f"{last if last else 'none (no checkpoint written yet)'}")
+
+
 def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, run_dir: str | Path, seed: int,
         fingerprint: dict, callbacks: Callbacks | None = None, num_workers: int = 0,
         desc: str = "train", evaluator: Callable[[], dict] | None = None) -> TrainLog:
@@ -197,18 +232,21 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
     eval_rows: list[dict] = []
 
     start_step = 0
-    latest = ckpt.latest_checkpoint(run_dir)
+    # the newest checkpoint that reads and matches its checksums (a bad newer one is skipped with a warning)
+    loaded = ckpt.latest_readable_checkpoint(run_dir)
+    latest = loaded["path"] if loaded is not None else None
     if latest is not None:
         # a finished run's last checkpoint only matters when the same command runs again; under a changed
-        # config (dvc exp run, a Snakemake params rerun; both delete the outputs first) retrain from scratch
-        old = json.loads((latest / "meta.json").read_text())
+        # config (dvc exp run, a Snakemake params rerun; both delete the outputs first, and
+        # optima.runs.claim_run_dir refuses a directory whose outputs are still there) retrain from scratch
+        old = loaded["meta"]
         if old.get("final") and _diff_keys(old.get("fingerprint"), fingerprint):
             import shutil
 
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             latest = None
     if latest is not None:
-        meta = ckpt.load_checkpoint(latest, modules, optimizer, scheduler)
+        meta = ckpt.apply_checkpoint(loaded, modules, optimizer, scheduler)
         changed = _diff_keys(meta.get("fingerprint"), fingerprint)
         if changed:
             raise CheckpointError(
@@ -229,6 +267,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
             find_unused_parameters=True)  # task heads leave CoCa's contrastive parts unused
 
     def save(step: int) -> Path | None:
+        check_finite_parameters(objective, step, desc, run_dir)  # no checkpoint (nor model) of diverged weights
         path = None
         if runtime.is_main:
             path = ckpt.save_checkpoint(
@@ -293,6 +332,8 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         if done % spec.checkpoint_every == 0 and done != spec.steps:
             save(done)
     bar.close()
+    if start_step < spec.steps:
+        check_final_update(model, objective, batch, runtime, spec.steps, desc, run_dir)
     if start_step < spec.steps or latest is None:
         save(spec.steps)  # the final state, so that re-running a finished command only re-evaluates
     log.close()

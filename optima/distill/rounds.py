@@ -148,9 +148,9 @@ class RoundController:
             if not math.isfinite(reward):
                 terms = [f"{key} is {value}" for key, value in row.items()
                          if isinstance(value, float) and not math.isfinite(value)]
+                shown = f" ({', '.join(terms[:3])})" if terms else ""
                 raise TrainingError(f"the {self.reward_kind} reward of round {self.round} (step {step + 1}) is "
-                                    f"{reward}{' (' + ', '.join(terms) + ')' if terms else ''}: the student diverged; "
-                                    "stopped")
+                                    f"{reward}{shown}: the student diverged; stopped")
             row["reward"] = reward
             if self.runtime.is_main and not self.policy.plays_all:
                 self.policy.update(self.arm, reward)

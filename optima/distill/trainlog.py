@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from optima.coca_modules import MODULES
-from optima.io import atomic_write_text
+from optima.io import atomic_write_text, output_error
 
 COLUMNS = [
     "step", "lr", "loss", "task_loss", "kd_loss", "layer_loss",
@@ -50,11 +50,14 @@ class TrainLog:
         row = {c: _fmt(values.get(c)) for c in COLUMNS}
         self.rows.append(row)
         if self.live_path is not None:
-            if self._live is None:
-                self._live = open(self.live_path, "w", newline="")
-                self._live.write(",".join(COLUMNS) + "\n")
-            self._live.write(",".join(row[c] for c in COLUMNS) + "\n")
-            self._live.flush()
+            try:
+                if self._live is None:
+                    self._live = open(self.live_path, "w", newline="")
+                    self._live.write(",".join(COLUMNS) + "\n")
+                self._live.write(",".join(row[c] for c in COLUMNS) + "\n")
+                self._live.flush()
+            except OSError as exc:  # a full disk or a read-only folder: say so, naming the file
+                raise output_error(self.live_path, exc) from None
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -67,8 +70,11 @@ class TrainLog:
         self.rows = list(csv.DictReader(io.StringIO(csv_text)))
         if self.live_path is not None:
             self.close()
-            self.live_path.write_text(csv_text)
-            self._live = open(self.live_path, "a", newline="")
+            try:
+                self.live_path.write_text(csv_text)
+                self._live = open(self.live_path, "a", newline="")
+            except OSError as exc:
+                raise output_error(self.live_path, exc) from None
 
     def write(self, path: str | Path) -> None:
         atomic_write_text(path, self.to_csv())

@@ -166,9 +166,15 @@ def model_config(model: nn.Module) -> dict:
 
 # -- weights ---------------------------------------------------------------------------------------
 
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks for no downloads, read as huggingface_hub reads it: 1, ON, YES or TRUE (any
+    case) is set; 0, an empty value or anything else is not."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def pretrained_download_hint(cfg: dict) -> str:
     """What to download, and where open_clip looks for it, for one pretrained tag's config."""
-    offline = "HF_HUB_OFFLINE is set, so nothing is downloaded: " if os.environ.get("HF_HUB_OFFLINE") else ""
+    offline = "HF_HUB_OFFLINE is set, so nothing is downloaded: " if hub_offline() else ""
     hub = cfg.get("hf_hub") or ""
     if hub:
         from huggingface_hub import constants

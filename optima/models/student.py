@@ -82,6 +82,9 @@ def resolve_layer_map(teacher_layers: Mapping[str, int], student_layers: float |
             ls = counts[module]
             if not _is_int(ls) or ls < 1:
                 raise ConfigError(f"model.student_layers.{module}: must be an integer >= 1, got {ls!r}")
+            if ls > lt:
+                raise ConfigError(f"model.student_layers.{module}: {ls} layers is more than the teacher's {module} "
+                                  f"module has ({lt}); a student is made of the teacher's layers: at most {lt}")
         else:
             ls = max(1, math.floor(lt * fraction + 0.5))  # round half up
         resolved[module] = default_layer_map(lt, ls)

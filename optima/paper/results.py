@@ -186,6 +186,15 @@ def read_runs(path: str | Path) -> pd.DataFrame:
             bad(empty, f"{col} is empty")
     raw["seed"] = seed.astype("int64")
     raw["value"] = value.astype("float64")
+    # the same ranges collect checks (docs/runs.md): a hand-edited or foreign runs.csv must not reach a table
+    bounds = [METRIC_RANGES[task](metric) for task, metric in zip(raw["task"], raw["metric"])]
+    outside = pd.Series([b is not None and not b[0] <= v <= b[1] for b, v in zip(bounds, raw["value"])],
+                        index=raw.index)
+    if outside.any():
+        at = int(np.flatnonzero(outside.to_numpy())[0])
+        low, high = bounds[at]
+        bad(outside, f"{raw['metric'].iloc[at]} of task {raw['task'].iloc[at]} is {float(raw['value'].iloc[at])!r}, outside "
+                     f"[{low:g}, {high:g}] (wrong scale? see docs/runs.md for each metric's scale)")
     dup = raw.duplicated(["task", "method", "seed", "split", "metric"], keep="first")
     if dup.any():
         row = raw[dup].iloc[0]

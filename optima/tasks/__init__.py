@@ -100,8 +100,13 @@ def build_dataset(task: str, data_dir, split: str, tokenizer=None, image_size: i
 
         tokenizer = load_tokenizer(data_dir)
     files = {role: data_dir / name for role, name in spec.annotation_files(split).items()}
-    return spec.dataset(files, data_dir, data_dir / formats.IMAGE_DIR, train, tokenizer=tokenizer,
-                        image_size=image_size, cache_images=cache_images)
+    dataset = spec.dataset(files, data_dir, data_dir / formats.IMAGE_DIR, train, tokenizer=tokenizer,
+                           image_size=image_size, cache_images=cache_images)
+    if len(dataset) == 0:  # nothing to train on or to score: fail here, naming the file, not deep in a verb
+        named = ", ".join(str(path) for path in files.values())
+        raise DataError(f"{named}: the {split} split of {task} has no examples; prepare the data again "
+                        f"(optima prepare {task}) or check the source files")
+    return dataset
 
 
 def create_task_model(task: str, coca, num_classes: int | None = None, **options):

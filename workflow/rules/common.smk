@@ -100,32 +100,13 @@ def config_args(wildcards, input):
     return CONFIG_ARGS
 
 
-# Checks only the workflow needs (policy options are checked by load_config): method names become
-# path components, table rows and dotted config keys (DVC params).
-RESERVED_METHODS = ("teacher", "pretrain")
-
-
-def _check_method_names(config):
-    for name in config["distill"]["run"]:
-        if name in RESERVED_METHODS:
-            raise ConfigError(
-                f"{CONFIG_FILE}: distill.run: method name {name!r} is reserved "
-                f"(run_info.json uses {', '.join(RESERVED_METHODS)} for the teachers)"
-            )
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-            raise ConfigError(
-                f"{CONFIG_FILE}: distill.run: method name {name!r} may hold only letters, digits, _ and - "
-                "(it becomes a directory name and a dotted config key)"
-            )
-
-
 try:
     with warnings.catch_warnings(record=True) as _config_warnings:
         warnings.simplefilter("always", ConfigWarning)
-        _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)  # schema + cross-references, naming the key
+        # schema + cross-references (method names too: optima.config.check_method_name), naming the key
+        _loaded = load_config(CONFIG_FILE, CONFIG_OVERRIDES)
     # the keys as written: what a job's fingerprint and DVC's params name (a default is not a DVC param)
     WRITTEN_CONFIG = load_config(CONFIG_FILE, CONFIG_OVERRIDES, defaults=False)
-    _check_method_names(_loaded)
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}")
 for _warning in _config_warnings:  # e.g. a policy whose memory is longer than its run

@@ -16,4 +16,4 @@ rule prepare:
     conda:
         "../../environment.yml"
     shell:
-        "optima prepare {wildcards.task} {params.config} --out {output.data} --threads {threads} > {log} 2>&1"
+        "optima prepare {wildcards.task} {params.config} --out {output.data:q} --threads {threads} > {log:q} 2>&1"

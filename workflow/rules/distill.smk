@@ -22,8 +22,8 @@ rule teacher_targets:
     conda:
         "../../environment.yml"
     shell:
-        "optima teacher-targets {wildcards.task} {params.config} --data {input.data} --teacher {params.teacher} "
-        "--out {output.targets} --threads {threads} > {log} 2>&1"
+        "optima teacher-targets {wildcards.task} {params.config} --data {input.data:q} --teacher {params.teacher:q} "
+        "--out {output.targets:q} --threads {threads} > {log:q} 2>&1"
 
 
 if DISTILL_GROUP == "task":
@@ -46,7 +46,7 @@ if DISTILL_GROUP == "task":
             config=config_args,
             fingerprint=fingerprint("distill_task"),
             teacher=lambda wildcards, input: os.path.dirname(input.teacher),
-            targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
+            targets=lambda wildcards, input: f"--targets {shlex.quote(str(input.targets))}" if input.targets else "",
             runs=task_student_runs,
             out_root=lambda wildcards: students_root(wildcards.task),
             launcher=launcher,
@@ -58,8 +58,8 @@ if DISTILL_GROUP == "task":
         conda:
             "../../environment.yml"
         shell:
-            "{params.launcher} distill {wildcards.task} {params.runs} {params.config} --data {input.data} "
-            "--teacher {params.teacher} {params.targets} --out-root {params.out_root} --threads {threads} > {log} 2>&1"
+            "{params.launcher} distill {wildcards.task} {params.runs} {params.config} --data {input.data:q} "
+            "--teacher {params.teacher:q} {params.targets} --out-root {params.out_root:q} --threads {threads} > {log:q} 2>&1"
 
 else:
 
@@ -78,7 +78,7 @@ else:
             config=config_args,
             fingerprint=fingerprint("distill"),
             teacher=lambda wildcards, input: os.path.dirname(input.teacher),
-            targets=lambda wildcards, input: f"--targets {input.targets}" if input.targets else "",
+            targets=lambda wildcards, input: f"--targets {shlex.quote(str(input.targets))}" if input.targets else "",
             run_dir=run_dir_of,
             launcher=launcher,
         threads: 1
@@ -90,5 +90,5 @@ else:
             "../../environment.yml"
         shell:
             "{params.launcher} distill {wildcards.task} --method {wildcards.method} --seed {wildcards.seed} "
-            "{params.config} --data {input.data} --teacher {params.teacher} {params.targets} --out {params.run_dir} "
-            "--threads {threads} > {log} 2>&1"
+            "{params.config} --data {input.data:q} --teacher {params.teacher:q} {params.targets} --out {params.run_dir:q} "
+            "--threads {threads} > {log:q} 2>&1"

@@ -22,4 +22,4 @@ rule dvc_lock:
     conda:
         "../../environment.yml"
     shell:
-        "dvc commit --force --no-relink > {log} 2>&1"
+        "dvc commit --force --no-relink > {log:q} 2>&1"

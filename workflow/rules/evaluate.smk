@@ -23,8 +23,8 @@ if EVAL_GROUP == "run":
         conda:
             "../../environment.yml"
         shell:
-            "{params.launcher} evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
-            "--out {output.metrics} --threads {threads} > {log} 2>&1"
+            "{params.launcher} evaluate {params.config} --data {input.data:q} --run {params.run_dir:q} --split {wildcards.split} "
+            "--out {output.metrics:q} --threads {threads} > {log:q} 2>&1"
 
 
     rule evaluate_student:
@@ -50,8 +50,8 @@ if EVAL_GROUP == "run":
         conda:
             "../../environment.yml"
         shell:
-            "{params.launcher} evaluate {params.config} --data {input.data} --run {params.run_dir} --split {wildcards.split} "
-            "--out {output.metrics} --threads {threads} > {log} 2>&1"
+            "{params.launcher} evaluate {params.config} --data {input.data:q} --run {params.run_dir:q} --split {wildcards.split} "
+            "--out {output.metrics:q} --threads {threads} > {log:q} 2>&1"
 
 else:
 
@@ -68,7 +68,7 @@ else:
         params:
             config=config_args,
             fingerprint=fingerprint("evaluate_task"),
-            runs=lambda wildcards, input: " ".join(f"--run {os.path.dirname(m)}" for m in input.models),
+            runs=lambda wildcards, input: " ".join(f"--run {shlex.quote(os.path.dirname(m))}" for m in input.models),
             launcher=single_process_launcher,
         threads: 1
         resources:
@@ -78,8 +78,8 @@ else:
         conda:
             "../../environment.yml"
         shell:
-            "{params.launcher} evaluate {params.config} --data {input.data} {params.runs} "
-            "--split {wildcards.split} --threads {threads} > {log} 2>&1"
+            "{params.launcher} evaluate {params.config} --data {input.data:q} {params.runs} "
+            "--split {wildcards.split} --threads {threads} > {log:q} 2>&1"
 
 
 rule collect:
@@ -103,4 +103,4 @@ rule collect:
     conda:
         "../../environment.yml"
     shell:
-        "optima collect {params.config} --out-dir {params.out_dir} --threads {threads} {input.metrics} {input.val_metrics} > {log} 2>&1"
+        "optima collect {params.config} --out-dir {params.out_dir:q} --threads {threads} {input.metrics:q} {input.val_metrics:q} > {log:q} 2>&1"

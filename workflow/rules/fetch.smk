@@ -44,4 +44,4 @@ for _resource, _spec in FETCH_MANIFEST["resources"].items():
         conda:
             "../../environment.yml"
         shell:
-            "optima fetch all {params.config} --resource {params.resource} > {log} 2>&1"
+            "optima fetch all {params.config} --resource {params.resource} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule tables:
     conda:
         "../../environment.yml"
     shell:
-        "optima tables {params.config} --runs {input.runs} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "optima tables {params.config} --runs {input.runs:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figures:
@@ -41,5 +41,5 @@ rule figures:
     conda:
         "../../environment.yml"
     shell:
-        "optima figures {params.config} --runs {input.runs} --logs-root {params.logs_root} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "optima figures {params.config} --runs {input.runs:q} --logs-root {params.logs_root:q} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule pretrain:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} pretrain {params.config} --data {input.data} --out {params.run_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "{params.launcher} pretrain {params.config} --data {input.data:q} --out {params.run_dir:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -51,5 +51,5 @@ rule finetune:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data} --init {params.init}{params.seed} "
-        "--out {params.run_dir} --threads {threads} > {log} 2>&1"
+        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data:q} --init {params.init:q}{params.seed} "
+        "--out {params.run_dir:q} --threads {threads} > {log:q} 2>&1"

@@ -23,6 +23,7 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -131,7 +132,8 @@ def check_command(configfile: str, out: str) -> str:
 def _stage(record: dict, configfile: str, keys: list[str], root: Path, check_cmd: str) -> dict:
     rule = record["rule"]
     log_dirs = sorted({os.path.dirname(log) for log in record["log"]})
-    cmd = [f"mkdir -p {' '.join(log_dirs)}"] if log_dirs else []  # Snakemake creates log dirs; DVC does not
+    # Snakemake creates log dirs; DVC does not
+    cmd = [f"mkdir -p {' '.join(shlex.quote(d) for d in log_dirs)}"] if log_dirs else []
     if rule == "collect":
         cmd.insert(0, check_cmd)
     cmd.append(record["cmd"])

@@ -1,0 +1,228 @@
+"""GPU memory of the pipeline's GPU jobs, estimated on the CPU (``scripts/memory_estimate.py``, docs/paper-scale.md).
+
+A job's peak on one GPU is the sum of
+
+* its **state**, counted: the float32 weights of every model it holds (a distillation job: the frozen teacher
+  and the trained student), AdamW's two float32 moments and the float32 gradients of the trained parameters;
+* what **one step allocates above that state**, measured: the CPU allocator's statistics (the torch profiler's
+  memory events, which report every allocation and free of torch's CPU allocator) over one forward and
+  backward of the job's real objective under bf16 autocast, at micro-batch 1 and 2 with the gradients
+  already allocated, extrapolated linearly to the job's micro-batch (batch / GPUs / accumulation steps).
+  This covers the activations kept for backward, the bf16 copies autocast makes of the weights, the loss
+  kernels' transients (a few float32 copies of the 49,408-token logits for captions) and the teacher's
+  outputs;
+* what only a GPU job has, as allowances: PyTorch's foreach AdamW on CUDA allocates a temporary the size of
+  the trained parameters during ``optimizer.step()`` (a phase without activations); DistributedDataParallel
+  keeps gradient buckets the size of the gradients; the CUDA context and library workspaces
+  (``CONTEXT_BYTES``); the caching allocator's fragmentation (``FRAGMENTATION``, a share of the peak).
+
+The gradients are counted for the whole step although a step whose gradients were freed (the first
+micro-batch) allocates them while it frees activations: the estimate is an upper bound, by at most the
+gradients. ``tests/test_memory_estimate.py`` checks it against the measured peak of whole optimisation steps
+of a scaled-down model on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+CONTEXT_BYTES = 1.0e9   # CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers (allowance)
+FRAGMENTATION = 0.10    # caching-allocator reserve above the allocated peak (allowance)
+GB = 1e9
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side logs every start and stop on file descriptor 2: silence it meanwhile."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def allocated_peak(fn) -> int:
+    """The most bytes torch's CPU allocator held above its level at the start while ``fn()`` ran (tensors
+    freed during ``fn`` that existed before count negative, as they free memory)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    sizes: list[tuple[int, int]] = []
+
+    def walk(node):
+        if node.tag == torch._C._profiler._EventType.Allocation:
+            fields = node.extra_fields
+            if str(fields.device).startswith("cpu"):
+                sizes.append((node.start_time_ns, int(fields.alloc_size)))
+        for child in node.children:
+            walk(child)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    level = peak = 0
+    for _, size in sorted(sizes):
+        level += size
+        peak = max(peak, level)
+    return peak
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def random_batch(task: str, n: int, image_size: int, context_length: int, vocab_size: int,
+                 num_classes: int | None, seed: int = 0) -> dict:
+    """``n`` random examples in the task's batch layout, every text token real (the most the token-averaged
+    terms hold; memory does not depend on the values)."""
+    from optima.tasks import get_task
+
+    spec = get_task(task)
+    g = torch.Generator().manual_seed(seed)
+    batch = {"text": torch.randint(3, vocab_size, (n, context_length), generator=g), "index": torch.arange(n)}
+    images = torch.randn(n, spec.images_per_example, 3, image_size, image_size, generator=g)
+    if spec.images_per_example > 1:
+        batch["images"] = images
+    else:
+        batch["image"] = images[:, 0]
+    for k in range(n):  # the task's own target fields (labels, soft answer scores)
+        item = {}
+        spec.random_targets(item, int(torch.randint(0, num_classes or 2, (1,), generator=g)), num_classes)
+        for key, value in item.items():
+            batch.setdefault(key, []).append(value)
+    for key in list(batch):
+        if isinstance(batch[key], list):
+            batch[key] = torch.stack([torch.as_tensor(v) for v in batch[key]])
+    return batch
+
+
+def _fit(sizes: tuple[int, int], peaks: tuple[int, int]) -> tuple[float, float]:
+    """(intercept, per-example slope) through two (batch, peak) points."""
+    (b1, b2), (p1, p2) = sizes, peaks
+    slope = (p2 - p1) / (b2 - b1)
+    return p1 - slope * b1, slope
+
+
+def step_above_state(objective, make_batch, dtype=torch.bfloat16, sizes=(1, 2)) -> tuple[float, float]:
+    """(fixed, per-example) bytes one forward + backward of ``objective`` allocates above its state, with every
+    gradient allocated before it starts (as from the second micro-batch of an accumulated step on)."""
+    params = [p for p in objective.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    peaks = []
+    for n in sizes:
+        batch = make_batch(n)
+
+        def run():
+            with torch.autocast("cpu", dtype=dtype):
+                loss = objective(batch)["loss"]
+            loss.backward()
+
+        peaks.append(allocated_peak(run))
+        del batch
+    for p in params:
+        p.grad = None
+    return _fit(sizes, tuple(peaks))
+
+
+def inference_above_state(fn, make_batch, dtype=torch.bfloat16, sizes=(1, 2)) -> tuple[float, float]:
+    """(fixed, per-example) bytes ``fn(batch)`` allocates under no_grad and bf16 autocast."""
+    peaks = []
+    for n in sizes:
+        batch = make_batch(n)
+
+        def run():
+            with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+                fn(batch)
+
+        peaks.append(allocated_peak(run))
+    return _fit(sizes, tuple(peaks))
+
+
+@dataclass
+class JobEstimate:
+    """One GPU job's memory on one GPU: ``items`` (name -> bytes) summed by phase."""
+
+    rule: str
+    task: str
+    method: str
+    gpus: int
+    micro_batch: int
+    accumulation: int
+    items: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, list[str]] = field(default_factory=dict)  # phase -> the items alive in it
+    notes: str = ""
+
+    def phase_bytes(self, phase: str) -> float:
+        return sum(self.items[name] for name in self.phases[phase])
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phase_bytes)
+
+    @property
+    def allocated(self) -> float:
+        """The allocator's peak: the largest phase."""
+        return self.phase_bytes(self.peak_phase)
+
+    @property
+    def total(self) -> float:
+        """What the job needs of the card: the allocated peak plus fragmentation and the CUDA context."""
+        return self.allocated * (1 + FRAGMENTATION) + CONTEXT_BYTES
+
+
+def training_estimate(rule: str, task: str, method: str, *, trained: int, frozen: int, micro_batch: int,
+                      accumulation: int, gpus: int, step: tuple[float, float], cuda: bool = True,
+                      probe: tuple[float, float] | None = None, probe_chunk: int = 0,
+                      probe_outputs: float = 0.0, notes: str = "") -> JobEstimate:
+    """A training job: ``trained`` / ``frozen`` parameter counts (float32), ``step`` = (fixed, per-example) from
+    ``step_above_state``, ``probe`` likewise from ``inference_above_state`` of the probe's objective with
+    ``probe_outputs`` bytes of stored teacher outputs moved to the GPU per chunk. ``cuda=False``: a CPU
+    run (no foreach temporary, no DDP buckets), for the tests' comparison with a measured CPU peak."""
+    est = JobEstimate(rule, task, method, gpus, micro_batch, accumulation, notes=notes)
+    items = est.items
+    items["weights"] = 4.0 * (trained + frozen)
+    items["adamw moments"] = 8.0 * trained
+    items["gradients"] = 4.0 * trained
+    state = ["weights", "adamw moments", "gradients"]
+    if cuda and gpus > 1:
+        items["ddp buckets"] = 4.0 * trained
+        state.append("ddp buckets")
+    items["step"] = step[0] + step[1] * micro_batch
+    est.phases["forward/backward"] = state + ["step"]
+    if cuda:
+        items["adamw foreach temporary"] = 4.0 * trained
+        est.phases["optimizer step"] = state + ["adamw foreach temporary"]
+    if probe is not None:
+        items["probe chunk"] = probe[0] + probe[1] * probe_chunk + probe_outputs
+        est.phases["probe"] = state + ["probe chunk"]
+    return est
+
+
+def inference_estimate(rule: str, task: str, method: str, *, params: int, batch: int,
+                       forward: tuple[float, float], notes: str = "") -> JobEstimate:
+    est = JobEstimate(rule, task, method, 1, batch, 1, notes=notes)
+    est.items["weights"] = 4.0 * params
+    est.items["forward"] = forward[0] + forward[1] * batch
+    est.phases["inference"] = ["weights", "forward"]
+    return est
+
+
+def micro_batch(batch_size: int, gpus: int, accumulation: int) -> int:
+    """Examples per micro-batch on one GPU: the global batch split over the processes, then the accumulation
+    steps (the largest micro-batch when they do not divide evenly)."""
+    return math.ceil(math.ceil(batch_size / max(gpus, 1)) / max(accumulation, 1))

@@ -20,6 +20,7 @@ from optima.errors import CheckpointError, ConfigError
 from optima.models.checkpoint import write_checkpoint
 
 from test_distill_mechanism import build, prepare  # noqa: E402  (the tests' directory is on sys.path)
+from tests.numerics import F32, FLOAT64_REL
 
 CPU = Runtime(device=torch.device("cpu"))
 OPTIONS = {"mode": "always", "dtype": "float32", "max_gb": 1.0, "batch_size": 16}
@@ -31,8 +32,43 @@ def vqa(tmp_path_factory, smoke_config_path):
     return prepare("vqa", root / "vqa", smoke_config_path)
 
 
-def setup(vqa, tmp_path, **options):
+class Float64(torch.utils.data.Dataset):
+    """A dataset's items with their float tensors in float64."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in self.dataset[index].items()}
+
+    def __getattr__(self, name):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def build64(vqa):
+    """The objective and its training set in float64 (tests/numerics.py): the cache (float32, OPTIONS) and the
+    live teacher then differ by the cache's one rounding of each target, at most F32 / 2 of it, whatever the
+    batches the teacher ran in and whatever the CPU's kernels (in float32 those alone differ by a kernel-dependent
+    share)."""
     objective, train = build("vqa", vqa)
+    objective.teacher.double()  # held outside the objective's parameters (frozen)
+    return objective.double(), Float64(train)
+
+
+def cached_equals_live(cached: torch.Tensor, live: torch.Tensor) -> bool:
+    """One float32 rounding of each element (relative F32 / 2), plus float64 rounding at the tensor's size."""
+    assert cached.dtype == torch.float32 and live.dtype == torch.float64
+    return torch.allclose(cached.double(), live, rtol=F32 / 2, atol=FLOAT64_REL * float(live.abs().max()))
+
+
+def setup(vqa, tmp_path, **options):
+    objective, train = build64(vqa)
     dataset = IndexedDataset(train)
     weights = tmp_path / "teacher.safetensors"
     write_checkpoint(tmp_path, objective.teacher.state_dict(), {"model_cfg": {}})
@@ -41,6 +77,7 @@ def setup(vqa, tmp_path, **options):
     return objective, dataset, weights, meta
 
 
+@pytest.mark.numerics
 def test_cached_targets_are_the_teachers_outputs(vqa, tmp_path):
     objective, dataset, weights, meta = setup(vqa, tmp_path)
     assert meta["cached"] and (tmp_path / "targets" / TARGETS_FILE).is_file()
@@ -51,25 +88,30 @@ def test_cached_targets_are_the_teachers_outputs(vqa, tmp_path):
     cached = objective.teacher_outputs(batch, MODULES, need_logits=True)
     assert set(cached["features"]) == set(live["features"])  # every mapped layer and the pooler tokens
     for key in live["features"]:
-        assert torch.allclose(cached["features"][key], live["features"][key], atol=1e-5)
-    assert torch.allclose(cached["logits"], live["logits"], atol=1e-5)
+        assert cached_equals_live(cached["features"][key], live["features"][key]), key
+    assert cached_equals_live(cached["logits"], live["logits"])
     # only what the active module needs is looked up
     only_text = objective.teacher_outputs(batch, ("text",), need_logits=False)
     assert {k.split(".")[0] for k in only_text["features"]} == {"text"} and only_text["logits"] is None
 
 
+@pytest.mark.numerics
 def test_a_student_trained_from_the_cache_matches_one_trained_on_the_fly(vqa, tmp_path):
     objective, dataset, weights, _ = setup(vqa, tmp_path)
     spec = TrainSpec(steps=4, batch_size=8, lr=1e-3, warmup_steps=0, checkpoint_every=100, log_every=1)
     logs = []
     for name, use_cache in (("fly", False), ("cache", True)):
-        objective, _ = build("vqa", vqa)  # the same initial student
+        objective, _ = build64(vqa)  # the same initial student
         if use_cache:
             objective.targets = TeacherTargets.load(tmp_path / "targets", expected_meta(objective, dataset, weights),
                                                     CPU.device)
         log = fit(objective, dataset, spec, CPU, tmp_path / name, 0, {"run": name})
         logs.append([float(r["loss"]) for r in log.rows])
-    assert logs[0] == pytest.approx(logs[1], rel=1e-5)
+    # The cache rounds each target by at most F32 / 2 of it; a loss term of squared differences (or KD) moves by
+    # about twice that where student and teacher differ by about the teacher's size, and four training steps from
+    # such targets move the losses no more (measured: 0.1 x F32). 10 x F32 leaves room for the amplification by
+    # training; a target taken from another example or layer moves the loss by percents.
+    assert logs[0] == pytest.approx(logs[1], rel=10 * F32)
 
 
 def test_targets_built_for_another_teacher_or_layer_map_are_refused(vqa, tmp_path):
@@ -128,11 +170,12 @@ def test_evaluate_takes_several_runs_of_one_task_but_one_out_file_only(tmp_path,
     assert not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.numerics
 def test_only_the_examples_the_students_see_are_cached_and_others_fall_back(vqa, tmp_path):
     from optima.distill.probe import split_probe
     from optima.distill.targets import used_examples
 
-    objective, train = build("vqa", vqa)
+    objective, train = build64(vqa)
     dataset = IndexedDataset(train)
     probe, train_idx = split_probe(dataset, 2, seed=0)
     section = {"seeds": [0], "steps": 2, "batch_size": 8}
@@ -149,7 +192,11 @@ def test_only_the_examples_the_students_see_are_cached_and_others_fall_back(vqa,
     objective.targets = targets
     for name, b in (("seen", seen), ("unseen", unseen)):
         out = objective.teacher_outputs(b, MODULES, need_logits=True)
-        assert torch.allclose(out["logits"], live[name]["logits"], atol=1e-5)
-        for key in live[name]["features"]:
-            assert torch.allclose(out["features"][key], live[name]["features"][key], atol=1e-5)
+        if name == "seen":  # from the float32 cache
+            assert cached_equals_live(out["logits"], live[name]["logits"])
+            for key in live[name]["features"]:
+                assert cached_equals_live(out["features"][key], live[name]["features"][key]), key
+        else:  # computed on the fly, like the reference: the same float64 computation
+            assert torch.equal(out["logits"], live[name]["logits"])
+            assert all(torch.equal(out["features"][k], v) for k, v in live[name]["features"].items())
     assert targets.misses == 1  # the unseen batch was computed on the fly

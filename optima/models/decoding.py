@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optima.errors import ConfigError
+from optima.runtime import at_least_float32
 
 METHODS = ("greedy", "beam")
 
@@ -266,13 +267,14 @@ def greedy_search(
         stepper = _make_stepper(coca, images, use_cache)
         tokens = torch.full((batch, max_length), pad_id, dtype=torch.long, device=device)
         tokens[:, 0] = sot_id
-        log_probs = torch.zeros(batch, dtype=torch.float32, device=device)
+        # scores in float32 whatever the model's dtype, float64 for a float64 model (as losses: at_least_float32)
+        log_probs = torch.zeros(batch, dtype=_score_dtype(images), device=device)
         lengths = torch.full((batch,), max_length, dtype=torch.long, device=device)
         running = torch.arange(batch, device=device)  # image index of each row of the stepper
         current = tokens[:, 0]
         used = 1
         for position in range(1, max_length):
-            logits = stepper.step(current).float()
+            logits = at_least_float32(stepper.step(current))
             if position - 1 < min_length:
                 logits[:, eot_id] = float("-inf")
             chosen = logits.argmax(dim=-1)  # argmax of the logits themselves, as a reference would take
@@ -327,11 +329,11 @@ def beam_search(
         stepper.select(torch.arange(batch, device=device).repeat_interleave(width))
         running = torch.arange(batch, device=device)  # images still searching; width rows each
         sequences = torch.full((batch * width, 1), sot_id, dtype=torch.long, device=device)
-        beam_log_probs = torch.zeros(batch, width, device=device)
+        beam_log_probs = torch.zeros(batch, width, dtype=_score_dtype(images), device=device)
         beam_log_probs[:, 1:] = float("-inf")  # all beams start equal: expand only the first
         closed: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(batch)]
         for position in range(1, max_length):
-            logits = stepper.step(sequences[:, -1]).float()
+            logits = at_least_float32(stepper.step(sequences[:, -1]))
             if position - 1 < min_length:
                 logits[:, eot_id] = float("-inf")
             vocab = logits.shape[-1]
@@ -373,16 +375,22 @@ def beam_search(
                 total = float(beam_log_probs[image_row, beam])
                 if total != float("-inf"):
                     closed[image].append((total / generated**length_penalty, total, sequences[image_row * width + beam].tolist()))
-        return _pack_hypotheses(closed, width, pad_id, device)
+        return _pack_hypotheses(closed, width, pad_id, device, beam_log_probs.dtype)
 
 
-def _pack_hypotheses(closed: list[list[tuple[float, float, list[int]]]], width: int, pad_id: int, device) -> dict[str, torch.Tensor]:
+def _score_dtype(images: torch.Tensor) -> torch.dtype:
+    """The dtype of decoding scores: that of ``at_least_float32`` on the model's inputs."""
+    return torch.float64 if images.dtype == torch.float64 else torch.float32
+
+
+def _pack_hypotheses(closed: list[list[tuple[float, float, list[int]]]], width: int, pad_id: int, device,
+                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     best = [sorted(hypotheses, key=lambda h: h[0], reverse=True)[:width] for hypotheses in closed]
     batch = len(best)
     length = max(len(h[2]) for hypotheses in best for h in hypotheses)
     tokens = torch.full((batch, width, length), pad_id, dtype=torch.long)
-    scores = torch.full((batch, width), float("-inf"))
-    log_probs = torch.full((batch, width), float("-inf"))
+    scores = torch.full((batch, width), float("-inf"), dtype=dtype)
+    log_probs = torch.full((batch, width), float("-inf"), dtype=dtype)
     lengths = torch.zeros((batch, width), dtype=torch.long)
     for image, hypotheses in enumerate(best):
         for rank, (score, total, sequence) in enumerate(hypotheses):

@@ -667,3 +667,20 @@ def test_problems_found_before_the_first_training_step(world, tmp_path, fault):
     run = tmp_path / "run"
     clean_error(distill(world, run, "layerwise", *extra, data=data), expected)
     assert not run.exists()  # not a step trained, nothing written
+
+
+def test_docs_faults_has_a_test_for_every_row():
+    """docs/faults.md: at least 25 bad inputs and faults, each row naming tests that exist."""
+    import re
+
+    text = (REPO / "docs" / "faults.md").read_text()
+    rows = [line for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert len(rows) >= 25
+    defined = set()
+    for path in (REPO / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(), flags=re.M))
+    for row in rows:
+        named = re.findall(r"\b(test_\w+)\b(?!\.py)", row.rsplit("|", 2)[1])
+        assert named, row
+        missing = [name for name in named if name not in defined]
+        assert not missing, (missing, row)

@@ -254,8 +254,8 @@ def test_paths_with_a_space_are_quoted_in_every_command(workdir, tmp_path):
     configfile = tmp_path / "spaced.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     proc = snakemake(workdir, "-n", "-p", "--configfile", str(configfile))
-    commands = [line.strip() for line in proc.stdout.splitlines()
-                if line.strip().startswith(("optima ", "python -m optima"))]
+    commands = [line.strip().removeprefix("Shell command:").strip() for line in proc.stdout.splitlines()]
+    commands = [command for command in commands if command.startswith(("optima ", "python -m optima"))]
     verbs = {shlex.split(command)[1] for command in commands}
     assert {"prepare", "pretrain", "finetune", "teacher-targets", "distill", "evaluate", "collect", "tables",
             "figures"} <= verbs, verbs

@@ -32,6 +32,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "agreement": ("optima.paper.agreement", "rank modules by each reward and by single-module gain (validation)"),
     "spread": ("optima.paper.spread", "a teacher's quality over retraining seeds, beside the students' seed spread"),
     "bench": ("optima.bench", "benchmarks that print a table (bandits, models)"),
+    "gpu-check": ("optima.commands.gpu_check", "acceptance check of a GPU node: every GPU rule a few steps at the "
+                                               "config's shapes, with memory, throughput and finiteness thresholds"),
     "config": ("optima.config_cli", "validate a config file and print the resolved config"),
 }
 

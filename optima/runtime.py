@@ -23,10 +23,21 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     precision: str = "fp32"  # fp32 | bf16
+    cpus: int | None = None  # CPUs of this process: the job's --threads, shared by the ranks torchrun starts
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def loader_workers(self, configured: int) -> int:
+        """Data-loading worker processes for this process: ``runtime.num_workers``, at most its CPUs less one
+        (the training process's own thread), so that ranks x (threads + workers) stays within the job's CPUs;
+        torch's threads in this process are cut to the CPUs the workers leave (each worker runs one)."""
+        if self.cpus is None or configured <= 0:
+            return configured
+        workers = min(configured, self.cpus - 1)
+        torch.set_num_threads(max(1, self.cpus - workers))
+        return workers
 
     @property
     def distributed(self) -> bool:
@@ -73,11 +84,15 @@ def all_reduce_mean_dict(runtime: "Runtime", values: dict[str, float]) -> dict[s
 
 
 def init_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
+    cpus = None
     if threads:
         # one job per core under `snakemake --cores all`: never let torch grab every core, nor more
-        # threads than this machine has (dvc.yaml is generated once for any machine)
+        # threads than this machine has (dvc.yaml is generated once for any machine); under torchrun the
+        # job's threads (its CPU allocation) are shared by the ranks it starts on this node
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, min(int(threads), cores)))
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        cpus = max(1, min(int(threads), cores) // ranks)
+        torch.set_num_threads(cpus)
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -98,7 +113,7 @@ def init_runtime(device: str = "auto", precision: str = "auto", threads: int | N
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if precision == "auto":
         precision = "bf16" if use_cuda else "fp32"
-    return Runtime(device=dev, rank=rank, world_size=world_size, local_rank=local_rank, precision=precision)
+    return Runtime(device=dev, rank=rank, world_size=world_size, local_rank=local_rank, precision=precision, cpus=cpus)
 
 
 def runtime_from_config(config: dict, threads: int | None = None) -> Runtime:

@@ -1,46 +1,33 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 11, README "Memory on one GPU"): builds the paper's teacher (open_clip
-# coca_ViT-L-14, randomly initialised: time and memory do not depend on the weights) and its half-depth
-# student, trains a few steps of every method of config/paper.yaml (finetune, kd, layerwise, uniform,
-# optima; probe included) at the paper's batch size in bf16 (runtime.precision) on random inputs of the
-# paper's shapes (224 px, 76 tokens, 49,408-token vocabulary, 3,129 VQA answers), so no data is needed,
-# and prints per method samples/s, peak memory (of a job training that method alone) and MFU.
+# The GPU acceptance check (`optima gpu-check`, docs/paper-scale.md "The GPU acceptance check"): every GPU rule
+# of config/paper.yaml (the teacher's fine-tuning per task, each distillation method one student at a time,
+# evaluation) a few steps at the paper's shapes, on JPEG files decoded by the training loader, under torchrun
+# over every visible GPU when there are several. A job fails when its peak memory exceeds the card (the
+# smaller of this GPU and the one the slurm profile assumes), when a training job reaches less than 20 % of the
+# card's bf16 peak, or when a loss is not finite. Prints a line per job and one PASS/FAIL summary line; writes
+# $OUT/gpu_check.csv. Exit status: 0 pass, 1 fail, 2 no GPU (one line, nothing run).
 #
-#   scripts/gpu_check.sh                                  # paper scale: captions and nlvr2, ~10 steps each
-#   TASKS=vqa STEPS=20 REPEATS=5 scripts/gpu_check.sh     # other tasks / more steps
-#   ROUND_STEPS=100 STEPS=100 scripts/gpu_check.sh        # the paper's round length (probe share as in training)
-#   CONFIG=config/smoke.yaml TASKS=vqa scripts/gpu_check.sh --set model.teacher=optima-nano-teacher  # CPU stand-in
+#   scripts/gpu_check.sh                                   # every task and rule (about 10 minutes on one H100)
+#   scripts/gpu_check.sh --tasks captions nlvr2            # the largest logits and two images per example
+#   scripts/gpu_check.sh --rules distill --methods optima  # one rule, one method
+#   scripts/gpu_check.sh --steps 20 --min-mfu 0.3          # longer timing, a stricter throughput threshold
 #
-# Environment: CONFIG (config/paper.yaml), TASKS ("captions nlvr2": the largest logits and the most images
-# per example), STEPS (timed steps per method and repeat, 10), ROUND_STEPS (bandit round length, default
-# STEPS so a block is one whole round with its probe measurement; the paper's is 100), REPEATS (3),
-# WARMUP (1), OUT (results/bench/gpu_check). Extra arguments go to `optima bench step` (e.g. --set KEY=VALUE,
-# --peak-tflops, --threads). Writes OUT/<task>.csv and .md. Exits non-zero on any failure (out of memory too).
-set -euo pipefail
+# Environment: CONFIG (config/paper.yaml), OUT (results/gpu_check), THREADS (the CPUs this check may use:
+# SLURM_CPUS_PER_TASK, else every CPU; torch threads and data workers of all ranks share them). Other options
+# go to `optima gpu-check` (`optima gpu-check --help`).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-config/paper.yaml}
-TASKS=${TASKS:-captions nlvr2}
-STEPS=${STEPS:-10}
-ROUND_STEPS=${ROUND_STEPS:-$STEPS}
-REPEATS=${REPEATS:-3}
-WARMUP=${WARMUP:-1}
-OUT=${OUT:-results/bench/gpu_check}
+OUT=${OUT:-results/gpu_check}
+THREADS=${THREADS:-${SLURM_CPUS_PER_TASK:-$(nproc)}}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 PYTHON=${PYTHON:-python}
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
 
-"$PYTHON" - <<'PY' || true
-import torch
-if torch.cuda.is_available():
-    p = torch.cuda.get_device_properties(0)
-    print(f"gpu_check: {p.name}, {p.total_memory / 2**30:.1f} GiB, torch {torch.__version__}, CUDA {torch.version.cuda}")
-else:
-    print("gpu_check: no CUDA device; running on the CPU (peak memory and MFU are reported on GPUs only)")
-PY
-for task in $TASKS; do
-  echo "gpu_check: optima bench step --config $CONFIG --task $task --steps $STEPS (round_steps $ROUND_STEPS)"
-  "$PYTHON" -m optima bench step --config "$CONFIG" --task "$task" --steps "$STEPS" \
-    --repeats "$REPEATS" --warmup "$WARMUP" --out "$OUT/$task.csv" \
-    --set "distill.round_steps=$ROUND_STEPS" "$@"
-done
-echo "gpu_check: done; tables in $OUT/"
+gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null)
+gpus=${gpus:-0}
+if [ "$gpus" -gt 1 ]; then
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$gpus" -m optima gpu-check \
+    --config "$CONFIG" --out "$OUT" --threads "$THREADS" "$@"
+fi
+exec "$PYTHON" -m optima gpu-check --config "$CONFIG" --out "$OUT" --threads "$THREADS" "$@"

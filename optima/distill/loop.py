@@ -279,7 +279,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
         return path
 
     loader = training_loader(dataset, spec.batch_size, seed, start_step, spec.steps,
-                             runtime.rank, runtime.world_size, num_workers)
+                             runtime.rank, runtime.world_size, runtime.loader_workers(num_workers))
     objective.train()
     bar = tqdm(total=spec.steps, initial=start_step, desc=desc, disable=not runtime.is_main,
                mininterval=2.0, dynamic_ncols=True)

@@ -40,6 +40,7 @@ class Server:
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
+        self.no_length: set[str] = set()  # paths sent without Content-Length (the body ends when the connection closes)
         self.ignore_range = False
         self.log: list[tuple[str, str | None, int]] = []
         server = self
@@ -60,6 +61,15 @@ class Server:
                     return
                 data = server.files[path]
                 header = self.headers.get("Range")
+                if path in server.no_length:  # no length, no Range support: what some servers do
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    server.log.append((path, header, len(data)))
+                    return
                 start = 0
                 match = re.fullmatch(r"bytes=(\d+)-", header or "")
                 if match and not server.ignore_range:
@@ -470,3 +480,102 @@ def test_packaged_manifest_covers_every_file_of_the_paper_config():
     assert hosts == {"images.cocodataset.org", "cs.stanford.edu", "s3.amazonaws.com", "nlp.stanford.edu",
                      "raw.githubusercontent.com"}
     assert {name for name, res in manifest["resources"].items() if "manual" in res} == {"flickr30k", "nlvr2_images"}
+
+
+# ============================================================================== first downloads without a checksum
+def _lengthless_manifest(tmp_path, server, records=40, blob=None):
+    """The test manifest with NLVR2's train.json as the paper's manifest has it: no checksum, no size (plus a
+    record count, or a git blob SHA-1), served without a Content-Length."""
+    manifest, files = make_manifest(tmp_path, server)
+    doc = yaml.safe_load(manifest.read_text())
+    train = doc["resources"]["nlvr2"]["downloads"]["train"]
+    train.update({"size": None, "sha256": None, "records": records})
+    if blob:
+        train["git_blob_sha1"] = blob
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    server.no_length.add("/example.org/nlvr2/train.json")
+    return manifest, files
+
+
+@pytest.mark.parametrize("cut", ["mid-line", "line-end"])
+def test_truncated_lengthless_download_fails_without_writing_the_lock(tmp_path, server, cut):
+    """A server that sends no Content-Length and cuts the body: the first download of a file without a published
+    checksum or size is checked by its content (JSON lines parse, the record count matches); a cut file fails
+    naming the file and how to retry, nothing is recorded in the lock, nothing is left behind. The whole file
+    then passes and is recorded."""
+    manifest, files = _lengthless_manifest(tmp_path, server)
+    path = "/example.org/nlvr2/train.json"
+    full = files[path]
+    end = 500 if cut == "mid-line" else full.index(b"\n", 500) + 1
+    server.files[path] = full[:end]
+    work = work_copy(tmp_path, ["nlvr2"])
+    env = env_for(server, manifest)
+    cmd = ["optima", "fetch", "nlvr2", "--config", "config/test.yaml", "--resource", "nlvr2"]
+    proc = run(cmd, work, env, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stderr
+    assert "train.json (https://example.org/nlvr2/train.json): sent without a Content-Length" in message
+    assert ("is not valid JSON" in message) if cut == "mid-line" else ("records, the manifest expects 40" in message)
+    assert "nothing was recorded in data/fetch.lock.yaml" in message and "Run the same command again" in message
+    assert not (work / "data/fetch.lock.yaml").exists()
+    assert not (work / "data/raw/nlvr2/train.json").exists()
+    assert not list((work / "data/raw/.downloads").glob("train.json*"))
+
+    server.files[path] = full  # the whole file, still without a length: its content checks out
+    run(cmd, work, env)
+    lock = yaml.safe_load((work / "data/fetch.lock.yaml").read_text())
+    assert lock["https://example.org/nlvr2/train.json"]["sha256"] == sha(full)
+    assert lock["https://example.org/nlvr2/train.json"]["size"] == len(full)
+    assert (work / "data/raw/nlvr2/train.json").read_bytes() == full
+
+
+def test_lengthless_archive_is_checked_member_by_member(tmp_path, server):
+    manifest, files = make_manifest(tmp_path, server)
+    path = "/example.org/coco/val2014.zip"
+    server.no_length.add(path)
+    server.files[path] = files[path][:-30]  # the end of the central directory is cut off
+    info: dict = {}
+    dest = tmp_path / "dl" / "val2014.zip"
+    fetch.download(f"{server.base}{path}", dest, log=lambda *_: None, info=info)
+    assert info["size_from"] is None  # nothing confirmed the size: the content must
+    assert "truncated or corrupt archive" in fetch.content_check(dest, {})
+    good = tmp_path / "good.zip"
+    good.write_bytes(files[path])
+    assert fetch.content_check(good, {}) is None
+    bad = bytearray(files[path])
+    bad[40] ^= 0xFF  # a member's data: its CRC no longer matches
+    (tmp_path / "bad.zip").write_bytes(bytes(bad))
+    assert fetch.content_check(tmp_path / "bad.zip", {}) is not None
+
+
+def test_a_pinned_git_blob_checks_the_first_download(tmp_path, server):
+    """NLVR2's train.json has no published SHA-256, but the pinned commit's tree names its git blob SHA-1: the
+    first download must match it (a cut or changed file fails before anything is recorded)."""
+    import hashlib
+
+    path = "/example.org/nlvr2/train.json"
+    _, files = make_manifest(tmp_path, server)
+    blob = hashlib.sha1(b"blob %d\0" % len(files[path]) + files[path]).hexdigest()
+    manifest, _ = _lengthless_manifest(tmp_path, server, records=None, blob=blob)
+    server.files[path] = files[path][:-1] + b"]"  # same length, other bytes
+    lock = fetch.Lock(tmp_path / "lock.yaml")
+    dl = yaml.safe_load(manifest.read_text())["resources"]["nlvr2"]["downloads"]["train"]
+    with pytest.raises(DataError, match=f"expected git blob SHA-1 {blob}"):
+        fetch.fetch_download("train", dl, lock, server.base, tmp_path / "dl", log=lambda *_: None)
+    assert not lock.path.exists() and not list((tmp_path / "dl").iterdir())
+    server.files[path] = files[path]
+    fetch.fetch_download("train", dl, lock, server.base, tmp_path / "dl", log=lambda *_: None)
+    assert fetch.git_blob_sha1(tmp_path / "dl" / "train.json") == blob
+
+
+def test_packaged_manifest_pins_what_its_sources_make_computable():
+    """Every file at a pinned git commit has a checksum: a SHA-256 computed from its bytes, or (NLVR2's train.json,
+    whose bytes we could not fetch) the git blob SHA-1 the commit's tree states, with its record count."""
+    manifest = fetch.load_manifest(fetch.manifest_path(None) if not os.environ.get(fetch.MANIFEST_ENV) else None)
+    for name, res in manifest["resources"].items():
+        for key, dl in (res.get("downloads") or {}).items():
+            if re.search(r"/[0-9a-f]{40}/", dl["url"]):  # raw.githubusercontent.com/<owner>/<repo>/<commit>/...
+                assert dl["sha256"] or dl.get("git_blob_sha1"), (name, key)
+    train = manifest["resources"]["nlvr2"]["downloads"]["train"]
+    assert train["git_blob_sha1"] == "affca2ee36563123e069f92e7c391000952e257c" and train["records"] == 86373
+

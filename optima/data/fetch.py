@@ -94,6 +94,13 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict:
             if sha is not None and (not isinstance(sha, str) or len(sha) != 64
                                     or any(c not in "0123456789abcdef" for c in sha)):
                 raise ConfigError(f"{where}.downloads.{key}.sha256: not a lower-case hex SHA-256 (or null)")
+            blob = dl.get("git_blob_sha1")
+            if blob is not None and (not isinstance(blob, str) or len(blob) != 40
+                                     or any(c not in "0123456789abcdef" for c in blob)):
+                raise ConfigError(f"{where}.downloads.{key}.git_blob_sha1: not a lower-case hex git blob SHA-1")
+            records = dl.get("records")
+            if records is not None and (isinstance(records, bool) or not isinstance(records, int) or records < 1):
+                raise ConfigError(f"{where}.downloads.{key}.records: not a positive record count")
         for out, spec in res["outputs"].items():
             spec = spec or {}
             if "from" in spec and spec["from"] not in downloads:
@@ -260,6 +267,68 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """The SHA-1 git names a file's content by (``git hash-object``): what a repository's tree at a pinned commit
+    states for every file, so a file served from that commit can be checked before anyone has hashed its bytes."""
+    digest = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_check(path: str | os.PathLike, dl: dict) -> str | None:
+    """Why the file cannot be the whole download, or None when its content holds together: an archive whose
+    every member reads with a correct CRC, a JSON document or JSON-lines file that parses to the end (with
+    ``records`` records when the manifest states them). The last resort for a download whose size nobody states
+    (no Content-Length, no manifest size) and whose checksum nobody published."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".zip", ".tar", ".tar.gz", ".tgz")) or zipfile.is_zipfile(path):
+        try:
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+                return f"archive member {bad!r} fails its CRC" if bad else None
+            with tarfile.open(path) as archive:  # gzip checks its CRC and length at the end of the stream
+                for member in archive:
+                    if member.isfile():
+                        with archive.extractfile(member) as handle:
+                            while handle.read(CHUNK):
+                                pass
+            return None
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+            return f"truncated or corrupt archive ({type(exc).__name__}: {exc})"
+    if name.endswith((".json", ".jsonl")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            document = json.loads(text)
+            count = len(document) if isinstance(document, (list, dict)) else 1
+        except json.JSONDecodeError:
+            count = 0
+            for number, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"line {number} is not valid JSON ({exc.msg}): the file is cut short or corrupt"
+                count += 1
+            if not text.endswith("\n"):
+                return "the last line has no line end: the file may be cut short"
+        expected = dl.get("records")
+        if expected is not None and count != expected:
+            return f"{count:,} records, the manifest expects {expected:,}"
+        return None
+    return "no content check exists for a file of this kind"
+
+
+def zlib_error():
+    import zlib
+
+    return zlib.error
+
+
 def _progress(total: int | None, initial: int, name: str):
     from tqdm import tqdm
 
@@ -268,13 +337,16 @@ def _progress(total: int | None, initial: int, name: str):
 
 
 def download(url: str, dest: str | os.PathLike, *, size: int | None = None, sha256: str | None = None,
-             retries: int = 5, timeout: float = 60.0, backoff: float = 2.0, log=print) -> str:
+             retries: int = 5, timeout: float = 60.0, backoff: float = 2.0, log=print,
+             git_blob: str | None = None, info: dict | None = None) -> str:
     """Download ``url`` to ``dest`` through ``dest.part`` with HTTP Range resume; return its SHA-256.
 
     ``dest`` appears only once the file is complete: its size equals ``size`` (and the server's
-    length) and its SHA-256 equals ``sha256`` when given. A mismatch removes the partial file and
-    raises DataError naming the file and both values. A dropped connection is resumed from where it
-    stopped (``retries`` times; then the ``.part`` file stays for the next run to resume).
+    length) and its SHA-256 equals ``sha256`` (its git blob SHA-1 ``git_blob``) when given. A mismatch
+    removes the partial file and raises DataError naming the file and both values. A dropped connection
+    is resumed from where it stopped (``retries`` times; then the ``.part`` file stays for the next run
+    to resume). ``info`` is filled with ``size_from``: what confirmed the size (``"manifest"``, ``"server"``
+    for a Content-Length or Content-Range, or None: nothing did, the server sent the body without a length).
     """
     import http.client
     import urllib.error
@@ -285,6 +357,7 @@ def download(url: str, dest: str | os.PathLike, *, size: int | None = None, sha2
     part = dest.with_name(dest.name + ".part")
     attempt = 0
     total = size
+    size_from = "manifest" if size is not None else None
     while True:
         offset = part.stat().st_size if part.exists() else 0
         if total is not None and offset > total:
@@ -319,6 +392,7 @@ def download(url: str, dest: str | os.PathLike, *, size: int | None = None, sha2
                         raise DataError(f"{url}: the server's file has {server_total} bytes, the manifest expects "
                                         f"{size} (the file changed at the source, or the URL is wrong)")
                     total = server_total
+                    size_from = size_from or "server"
                 with open(part, mode) as handle, _progress(total, offset, dest.name) as bar:
                     while True:
                         block = response.read(CHUNK)
@@ -359,6 +433,13 @@ def download(url: str, dest: str | os.PathLike, *, size: int | None = None, sha2
         part.unlink()
         raise DataError(f"{dest}: checksum mismatch: expected SHA-256 {sha256}, found {found} "
                         f"(downloaded from {url}); the file was removed")
+    if git_blob is not None and git_blob_sha1(part) != git_blob:
+        blob = git_blob_sha1(part)
+        part.unlink()
+        raise DataError(f"{dest}: checksum mismatch: expected git blob SHA-1 {git_blob} (the pinned commit's), found "
+                        f"{blob} ({got} bytes downloaded from {url}); the file was removed")
+    if info is not None:
+        info["size_from"] = size_from
     os.replace(part, dest)
     return found
 
@@ -607,14 +688,30 @@ def fetch_download(key: str, dl: dict, lock: Lock, mirror: str | None, download_
         dest.unlink()
     source = resolve_url(url, mirror)
     log(f"{key}: {source} -> {dest}")
+    info: dict = {}
+    blob = dl.get("git_blob_sha1") if sha256 is None else None
     try:
-        download(source, dest, size=size, sha256=sha256, retries=retries, log=log)
+        download(source, dest, size=size, sha256=sha256, retries=retries, log=log, git_blob=blob, info=info)
     except DataError as exc:
         if sha256 and not dl.get("sha256") and "checksum mismatch" in str(exc):
             raise DataError(f"{exc}; the expected value was recorded in {lock.path} on "
                             f"{recorded.get('recorded', '?')} (delete that entry only if the publisher "
                             "replaced the file on purpose)") from None
         raise
+    if sha256 is None and blob is None and info.get("size_from") is None:
+        # the first download of a file nobody states a checksum or a size for, sent without a length: only its
+        # content can show it is whole before its SHA-256 is recorded for every later download
+        problem = content_check(dest, dl)
+        if problem:
+            got = dest.stat().st_size
+            dest.unlink()
+            raise DataError(
+                f"{dest.name} ({url}): sent without a Content-Length, with no size or checksum in the manifest, "
+                f"and its content check fails: {problem}. The download ({got} bytes) was removed and nothing was "
+                f"recorded in {lock.path}. Run the same command again to download it anew; if it keeps failing, "
+                f"the server cuts it short: fetch it through a mirror (${MIRROR_ENV}) or state its size in the "
+                "manifest (size: BYTES under its url)")
+        log(f"{dest.name}: sent without a length; its content checks out, so its SHA-256 is recorded")
     return dest
 
 

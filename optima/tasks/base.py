@@ -68,6 +68,15 @@ class Task:
         """*Required for official data*: image name -> the record that references it first."""
         raise NotImplementedError(f"task {self.name!r} cannot be prepared from official files")
 
+    def hold_out(self, sources: dict[str, Path], images: int, seed: int) -> tuple[dict, dict]:
+        """``(training, validation)`` documents per role, from the training split's official files: every record
+        of ``images`` training images drawn with ``seed`` moves to validation (``data.official.<task>.val_from_train``),
+        so validation shares no image with training. Tasks that support it override this."""
+        from optima.errors import ConfigError
+
+        raise ConfigError(f"data.official.{self.name}.val_from_train: not supported for {self.name} (its official "
+                          "files have a validation split: name it under the val keys)")
+
     def check_official_splits(self, splits) -> None:
         """Raise ConfigError when the official files configured for ``splits`` cannot make the task's layout."""
 

@@ -83,6 +83,28 @@ class VqaTask(Task):
     def metric_range(self, metric: str):
         return (0.0, 100.0)
 
+    def hold_out(self, sources: dict[str, Path], images: int, seed: int) -> tuple[dict, dict]:
+        """VQA v2 has no validation split apart from val2014, which is the local test split: validation is drawn
+        from train2014 by image (every question of a held-out image, and its annotations, leave training)."""
+        import random
+
+        from optima.data.formats import read_json
+        from optima.errors import ConfigError
+
+        documents = {role: read_json(path) for role, path in sources.items()}
+        lists = {"questions": "questions", "annotations": "annotations"}
+        ids = sorted({record["image_id"] for record in documents["questions"]["questions"]})
+        if images >= len(ids):
+            raise ConfigError(f"data.official.vqa.val_from_train.images: {images} held-out images leave none of the "
+                              f"{len(ids)} training images to train on")
+        held = set(random.Random(seed).sample(ids, images))
+
+        def part(role: str, keep_held: bool) -> dict:
+            doc = documents[role]
+            return {**doc, lists[role]: [r for r in doc[lists[role]] if (r["image_id"] in held) == keep_held]}
+
+        return ({role: part(role, False) for role in documents}, {role: part(role, True) for role in documents})
+
     def check_official_splits(self, splits) -> None:
         from optima.errors import ConfigError
 

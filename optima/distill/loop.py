@@ -192,15 +192,16 @@ def check_finite_parameters(objective: torch.nn.Module, step: int, desc: str, ru
 
 
 def check_final_update(model, objective, batch: dict, runtime: Runtime, steps: int, desc: str,
-                       run_dir: str | Path) -> None:
-    """The losses of the last batch after the last update, which no later step checks: TrainingError naming the
-    term when one is not finite (the weights diverged at the last step). Runs in eval mode with the random state
-    put back, so the run's results are the same as without it."""
+                       run_dir: str | Path, parts: int = 1) -> None:
+    """The losses of the last batch (its first of ``parts`` micro-batches: no more memory than a step) after the
+    last update, which no later step checks: TrainingError naming the term when one is not finite (the weights
+    diverged at the last step). Runs in eval mode with the random state put back, so the run's results are the
+    same as without it."""
     state, was_training = rng_state(), objective.training
     objective.eval()
     try:
         with torch.no_grad(), runtime.autocast():
-            losses = model(batch)
+            losses = model(split_batch(batch, parts)[0] if parts > 1 else batch)
         values = all_reduce_mean_dict(runtime, {name: float(value.detach()) for name, value in losses.items()})
     finally:
         objective.train(was_training)
@@ -333,7 +334,7 @@ def fit(objective: torch.nn.Module, dataset, spec: TrainSpec, runtime: Runtime, 
             save(done)
     bar.close()
     if start_step < spec.steps:
-        check_final_update(model, objective, batch, runtime, spec.steps, desc, run_dir)
+        check_final_update(model, objective, batch, runtime, spec.steps, desc, run_dir, spec.accumulation_steps)
     if start_step < spec.steps or latest is None:
         save(spec.steps)  # the final state, so that re-running a finished command only re-evaluates
     log.close()

@@ -91,14 +91,24 @@ def test_gpu_slots_give_each_job_its_own_gpus(tmp_path):
 
 
 def test_paper_dvc_yaml_tracks_the_raw_data(tmp_path):
-    """A lab's paper-scale dvc.yaml (`dvc_yaml.py --configfile config/paper.yaml`): one stage per fetch
+    """A lab's paper-scale dvc.yaml (`dvc_yaml.py --configfile config/paper.yaml`), in its own file
+    dvc/paper/dvc.yaml (the committed default dvc.yaml is left alone, and refused as --out): one stage per fetch
     resource whose outs are the raw files (so `dvc push`/`dvc pull` move them), with its manifest entry as
-    params (never reruns for a code change), and prepare depending on them."""
+    params (never reruns for a code change), and prepare depending on them; every stage runs at the root."""
     work = copy_workflow(tmp_path / "wf")
+    (work / "dvc.yaml").write_text("# the default scale's\n")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "workflow/scripts/dvc_yaml.py", "--configfile", "config/paper.yaml",
-                    "--out", "dvc.yaml"], cwd=work, env=env, check=True, capture_output=True, timeout=300)
-    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    refused = subprocess.run([sys.executable, "workflow/scripts/dvc_yaml.py", "--configfile", "config/paper.yaml",
+                              "--out", "dvc.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--out dvc/paper/dvc.yaml" in refused.stderr
+    subprocess.run([sys.executable, "workflow/scripts/dvc_yaml.py", "--configfile", "config/paper.yaml"],
+                   cwd=work, env=env, check=True, capture_output=True, timeout=300)
+    assert (work / "dvc.yaml").read_text() == "# the default scale's\n"
+    document = yaml.safe_load((work / "dvc/paper/dvc.yaml").read_text())
+    stages = document["stages"]
+    assert {stage["wdir"] for stage in stages.values()} == {"../.."}
+    assert all(p.startswith("../../") for plot in document["plots"]
+               for p in ([plot] if isinstance(plot, str) else next(iter(plot.values()))["y"]))
     assert list(stages)[0].startswith("fetch_")
     train = stages["fetch_coco_train2014"]
     assert train["outs"] == ["data/raw/coco/images/train2014"] and "deps" not in train

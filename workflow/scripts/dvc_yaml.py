@@ -14,6 +14,13 @@ the command to run (``--check``), rather than summarising a different set of run
 
     python workflow/scripts/dvc_yaml.py            # (re)write dvc.yaml for params.yaml
     python workflow/scripts/dvc_yaml.py --check    # exit 1 if dvc.yaml is not what it would write
+    python workflow/scripts/dvc_yaml.py --configfile config/paper.yaml   # another scale: dvc/paper/dvc.yaml
+
+The committed ``dvc.yaml`` is the default scale's; another scale's pipeline goes to its own file,
+``dvc/<config name>/dvc.yaml`` (DVC finds stage files in any folder; each stage runs from the repository
+root, ``wdir``), so it never overwrites the default one. DVC runs stages one after another: at paper
+scale that is every GPU job in series on one machine, so there DVC is for the data (its ``fetch_*`` stages)
+and Snakemake runs the jobs in parallel (docs/dvc.md).
 """
 
 from __future__ import annotations
@@ -129,6 +136,11 @@ def check_command(configfile: str, out: str) -> str:
     return f"python workflow/scripts/dvc_yaml.py --check{extra}"
 
 
+def default_out(configfile: str) -> str:
+    """Where a scale's dvc.yaml goes: the repository's own for params.yaml, ``dvc/<name>/dvc.yaml`` otherwise."""
+    return "dvc.yaml" if Path(configfile).as_posix() == "params.yaml" else f"dvc/{Path(configfile).stem}/dvc.yaml"
+
+
 def _stage(record: dict, configfile: str, keys: list[str], root: Path, check_cmd: str) -> dict:
     rule = record["rule"]
     log_dirs = sorted({os.path.dirname(log) for log in record["log"]})
@@ -192,16 +204,37 @@ def render(configfile: str = "params.yaml", out: str = "dvc.yaml", root: Path = 
             raise SystemExit(f"dvc_yaml.py: two jobs map to the DVC stage name {name!r}")
         keys = config_keys(record["rule"], _Wildcards(record["wildcards"]))
         stages[name] = _stage(record, configfile, keys, root, check_command(configfile, out))
-    document = {"stages": stages, "plots": _plots(records, config)}
+    plots = _plots(records, config)
+    wdir = os.path.relpath(".", Path(out).parent)
+    if wdir != ".":  # a stage file in a sub-folder: its stages run, and its paths resolve, at the repository root
+        for name, stage in stages.items():
+            stages[name] = {"wdir": wdir, **stage}
+        plots = [_rebase_plot(plot, wdir) for plot in plots]
+    document = {"stages": stages, "plots": plots}
     return HEADER + yaml.safe_dump(document, sort_keys=False, width=10_000)
+
+
+def _rebase_plot(plot, wdir: str):
+    """A top-level plot's paths are relative to its dvc.yaml: prefix them for a stage file in a sub-folder."""
+    if isinstance(plot, str):
+        return f"{wdir}/{plot}"
+    (title, spec), = plot.items()
+    return {title: {**spec, "y": {f"{wdir}/{path}": column for path, column in spec["y"].items()}}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", default="params.yaml", help="scale whose DAG DVC runs (default: params.yaml)")
-    parser.add_argument("--out", default="dvc.yaml", help="file to write (default: dvc.yaml)")
+    parser.add_argument("--out", default=None,
+                        help="file to write (default: dvc.yaml for params.yaml, dvc/<config name>/dvc.yaml otherwise)")
     parser.add_argument("--check", action="store_true", help="exit 1 if --out differs from what would be written")
     args = parser.parse_args(argv)
+    args.out = args.out or default_out(args.configfile)
+    if Path(args.out).as_posix() == "dvc.yaml" and Path(args.configfile).as_posix() != "params.yaml":
+        raise SystemExit(f"dvc_yaml.py: dvc.yaml is the default scale's pipeline (params.yaml); write "
+                         f"{args.configfile}'s to its own file: --out {default_out(args.configfile)} (the default)")
+    if not os.path.basename(args.out) == "dvc.yaml":
+        raise SystemExit(f"dvc_yaml.py: --out {args.out}: DVC reads stages only from files named dvc.yaml")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = render(args.configfile, args.out)
     out = ROOT / args.out
@@ -218,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from optima.io import atomic_write_text
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
     print(f"wrote {args.out}: {len(yaml.safe_load(text)['stages'])} stages")
     return 0

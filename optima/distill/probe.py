@@ -127,7 +127,7 @@ def _map_tensors(out: dict, fn) -> dict:
 class Probe:
     """The distillation objective over all modules on a fixed batch, its teacher outputs computed once.
 
-    Memory (paper scale: README, "Memory on one GPU"):
+    Memory (paper scale: docs/paper-scale.md, "Memory per GPU job"):
     - ``chunk``: examples per forward (``distill.probe_chunk``; None = the whole probe at once). The probe
       loss of a chunked probe equals the unchunked one: every term is a mean over examples or over real
       tokens, so the chunks' terms are combined weighted by their counts

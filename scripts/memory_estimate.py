@@ -11,7 +11,7 @@ on them), counts their state and measures what one step allocates above it on th
 micro-batch: batch / the rule's GPUs in the profile (``set-resources``) / ``accumulation_steps``. The card is
 the profile's (its ``# GPU: NAME (N GB)`` line) unless ``--gpu NAME=GB`` says otherwise. A job fits when its
 allocated peak plus 10 % fragmentation plus 1 GB of CUDA context is within the card. Exit status 1 when one
-does not. At paper scale (coca_ViT-L-14) it takes about 15 minutes on 2 CPU cores.
+does not. At paper scale (coca_ViT-L-14) it takes about an hour on 2 CPU cores.
 
 Distillation methods that pick one module per round (uniform, optima) are estimated with every module's
 layer terms (the layerwise step, an upper bound: one module's terms are a subset); methods whose policy
@@ -125,32 +125,33 @@ def main(argv=None) -> int:
             estimates.append(est)
             log(f"finetune {task}: {step[1] / 1e6:.0f} MB per example -> {est.total / GB:.1f} GB")
         if "distill" in args.rules:
+            from optima.bandits.registry import build_method_policy
+
             gpus = rule_gpus(profile, distill_rule)
             measured: dict = {}
             for name in section["run"]:
                 method = method_spec(config, name)
-                kd, layers = method["kd_weight"] > 0, method["layer_weight"] > 0
-                key = (kd, layers)
-                if key not in measured:
+                uses_probe = method["policy"] != "none" and (
+                    build_method_policy(method, MODULES, 0)[0].uses_rewards or section["log_rewards"])
+                key = (method["kd_weight"] > 0, method["layer_weight"] > 0)  # methods alike in memory share one
+                if key not in measured or (uses_probe and measured[key][2] is None):
                     torch.manual_seed(0)
                     objective, student, _ = build_objective(task, config, teacher, num_classes, method["kd_weight"],
                                                             method["temperature"], method["layer_weight"])
                     objective.train()
                     objective.active = tuple(MODULES)  # every module: the most a round's layer terms hold
                     trained = sum(p.numel() for p in objective.parameters())
-                    step = memory.step_above_state(objective, make_batch)
-                    probe = memory.inference_above_state(lambda b, o=objective: o.compute(b, tuple(MODULES)),
-                                                         make_batch)
-                    with torch.no_grad():
-                        out = objective.teacher_outputs(make_batch(1), tuple(MODULES), need_logits=True)
-                    floats = out["logits"].numel() + sum(v.numel() for v in out["features"].values())
+                    step = measured[key][1] if key in measured else memory.step_above_state(objective, make_batch)
+                    probe = floats = None
+                    if uses_probe:  # the probe's forward (no gradients) and the teacher outputs it stores
+                        probe = memory.inference_above_state(lambda b, o=objective: o.compute(b, tuple(MODULES)),
+                                                             make_batch)
+                        with torch.no_grad():
+                            out = objective.teacher_outputs(make_batch(1), tuple(MODULES), need_logits=True)
+                        floats = out["logits"].numel() + sum(v.numel() for v in out["features"].values())
                     measured[key] = (trained, step, probe, floats)
                     del objective, student
                 trained, step, probe, floats = measured[key]
-                from optima.bandits.registry import build_method_policy
-
-                uses_probe = method["policy"] != "none" and (
-                    build_method_policy(method, MODULES, 0)[0].uses_rewards or section["log_rewards"])
                 chunk = section["probe_chunk"] or section["probe_size"]
                 dtype_bytes = torch.finfo(getattr(torch, section["probe_dtype"])).bits / 8
                 stored = {"cpu": chunk, "device": section["probe_size"], "recompute": 0}[section["probe_storage"]]
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
                     micro_batch=memory.micro_batch(section["batch_size"], gpus, section["accumulation_steps"]),
                     accumulation=section["accumulation_steps"],
                     probe=probe if uses_probe else None, probe_chunk=chunk,
-                    probe_outputs=floats * dtype_bytes * stored,
+                    probe_outputs=(floats or 0) * dtype_bytes * stored,
                     notes=f"batch {section['batch_size']}"
                     + (", grad checkpointing" if section["grad_checkpointing"] else "")
                     + (f", probe {section['probe_size']} in chunks of {chunk} ({section['probe_storage']})"

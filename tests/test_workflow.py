@@ -215,8 +215,8 @@ def test_paper_scale_dry_run_reads_the_official_files(tmp_path):
     assert "gpu=1" in proc.stdout  # runtime.device: cuda -> one GPU per training/evaluation job
     for spec in config["data"]["official"].values():  # a lab's own copies, outside data/raw
         for group in ("questions", "annotations"):
-            for split, path in (spec.get(group) or {}).items():
-                spec[group][split] = path.replace("data/raw/", "data/own/")
+            for split, path in (spec.get(group) or {}).items():  # null: a split made otherwise (VQA's val_from_train)
+                spec[group][split] = path.replace("data/raw/", "data/own/") if path else path
         spec["images"] = spec["images"].replace("data/raw/", "data/own/")
     (work / "config/own.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = snakemake(work, "-n", "--configfile", "config/own.yaml", check=False)

@@ -11,11 +11,12 @@ on them), counts their state and measures what one step allocates above it on th
 micro-batch: batch / the rule's GPUs in the profile (``set-resources``) / ``accumulation_steps``. The card is
 the profile's (its ``# GPU: NAME (N GB)`` line) unless ``--gpu NAME=GB`` says otherwise. A job fits when its
 allocated peak plus 10 % fragmentation plus 1 GB of CUDA context is within the card. Exit status 1 when one
-does not. At paper scale (coca_ViT-L-14) it takes about an hour on 2 CPU cores.
+does not. At paper scale (coca_ViT-L-14) it takes 20 to 60 minutes on 2 CPU cores.
 
-Distillation methods that pick one module per round (uniform, optima) are estimated with every module's
-layer terms (the layerwise step, an upper bound: one module's terms are a subset); methods whose policy
-learns from rewards also hold the probe (``distill.probe_*``). Evaluation runs one model per job
+Distillation is measured once per task with every loss term (task, KD, every module's layer losses: the
+layerwise step) and every method is bounded by it (``--measure each`` measures each method's own terms:
+slower); methods that pick one module per round hold a subset of those terms. Methods whose policy learns
+from rewards also hold the probe (``distill.probe_*``). Evaluation runs one model per job
 (``eval.group_by: run``); captions decode with ``eval.decode`` (beam search) at ``eval.batch_size``.
 """
 
@@ -71,6 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rules", nargs="*", default=["finetune", "distill", "evaluate"],
                         choices=["finetune", "distill", "evaluate"])
     parser.add_argument("--csv", default=None, help="also write the estimates to this CSV")
+    parser.add_argument("--measure", choices=["largest", "each"], default="largest",
+                        help="distillation: measure the step with every loss term once per task and bound every "
+                             "method by it (largest, the default), or measure each method's own terms (each)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -133,11 +137,15 @@ def main(argv=None) -> int:
                 method = method_spec(config, name)
                 uses_probe = method["policy"] != "none" and (
                     build_method_policy(method, MODULES, 0)[0].uses_rewards or section["log_rewards"])
-                key = (method["kd_weight"] > 0, method["layer_weight"] > 0)  # methods alike in memory share one
+                # methods alike in memory share one measurement; --measure largest: every method is bounded by the
+                # step with every term (KD and every module's layer losses: a superset of any method's)
+                key = (method["kd_weight"] > 0, method["layer_weight"] > 0) if args.measure == "each" else (True, True)
                 if key not in measured or (uses_probe and measured[key][2] is None):
                     torch.manual_seed(0)
-                    objective, student, _ = build_objective(task, config, teacher, num_classes, method["kd_weight"],
-                                                            method["temperature"], method["layer_weight"])
+                    kd_weight, layer_weight = (method["kd_weight"], method["layer_weight"]) if args.measure == "each" \
+                        else (max(method["kd_weight"], 1.0), max(method["layer_weight"], 1.0))
+                    objective, student, _ = build_objective(task, config, teacher, num_classes, kd_weight,
+                                                            method["temperature"], layer_weight)
                     objective.train()
                     objective.active = tuple(MODULES)  # every module: the most a round's layer terms hold
                     trained = sum(p.numel() for p in objective.parameters())

@@ -26,7 +26,7 @@ from fake_results import make_results  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 # the README's claims run (claims/) and earlier ones kept for comparison (claims-COMMIT/)
 PUBLISHED_RUNS = sorted({"claims"} | {p.name for p in (REPO / "results" / "published").glob("claims-*") if p.is_dir()}
-                        | {f"pilots/{p.name}" for p in (REPO / "results" / "published" / "pilots").glob("*") if p.is_dir()})
+                        | {f"pilots/{p.parent.name}" for p in (REPO / "results" / "published" / "pilots").glob("*/MANIFEST.json")})
 RECIPES = REPO / "results" / "published" / "teacher-recipes"  # teacher recipes tried for the claims run
 TASKS = ("vqa", "nlvr2")
 METHODS = ("finetune", "layerwise", "optima", "fixed-vision", "fixed-text", "fixed-multimodal")

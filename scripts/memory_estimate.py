@@ -76,9 +76,13 @@ def main(argv=None) -> int:
                         help="distillation: measure the step with every loss term once per task and bound every "
                              "method by it (largest, the default), or measure each method's own terms (each)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", type=int, nargs=2, default=[1, 2], metavar=("B1", "B2"),
+                        help="the two micro-batches measured (default 1 2): larger ones extrapolate more safely when a "
+                             "step's peak is set by another phase at very small batches (docs/paper-scale.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)
+    sizes = tuple(args.sizes)
     profile_dir = Path(args.profile)
     profile = yaml.safe_load((profile_dir / "config.yaml").read_text()) or {}
     if args.gpu:
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
             ft = finetune_section(config, task)
             gpus = rule_gpus(profile, "finetune")
             coca.set_grad_checkpointing(ft["grad_checkpointing"])
-            step = memory.step_above_state(TaskObjective(teacher), make_batch)
+            step = memory.step_above_state(TaskObjective(teacher), make_batch, sizes=sizes)
             coca.set_grad_checkpointing(False)
             est = memory.training_estimate(
                 "finetune", task, "teacher", trained=n_teacher, frozen=0, gpus=gpus, step=step,
@@ -149,11 +153,11 @@ def main(argv=None) -> int:
                     objective.train()
                     objective.active = tuple(MODULES)  # every module: the most a round's layer terms hold
                     trained = sum(p.numel() for p in objective.parameters())
-                    step = measured[key][1] if key in measured else memory.step_above_state(objective, make_batch)
+                    step = measured[key][1] if key in measured else memory.step_above_state(objective, make_batch, sizes=sizes)
                     probe = floats = None
                     if uses_probe:  # the probe's forward (no gradients) and the teacher outputs it stores
                         probe = memory.inference_above_state(lambda b, o=objective: o.compute(b, tuple(MODULES)),
-                                                             make_batch)
+                                                             make_batch, sizes=sizes)
                         with torch.no_grad():
                             out = objective.teacher_outputs(make_batch(1), tuple(MODULES), need_logits=True)
                         floats = out["logits"].numel() + sum(v.numel() for v in out["features"].values())
@@ -193,7 +197,7 @@ def main(argv=None) -> int:
                 else:
                     def run(batch, model=model):
                         model(batch)["logits"].float().argmax(-1)
-                forward = memory.inference_above_state(run, make_batch)
+                forward = memory.inference_above_state(run, make_batch, sizes=sizes)
                 est = memory.inference_estimate(
                     rule, task, who, params=sum(p.numel() for p in model.parameters()), batch=batch_size,
                     forward=forward, notes=f"batch {batch_size}"

@@ -75,8 +75,16 @@ def _show_config_warnings_plainly(verb: str) -> None:
     warnings.showwarning = show
 
 
+# OpenMP threads that wait at a barrier sleep instead of spinning: on a machine that runs anything else (a laptop,
+# a shared server, CI, the pipeline's other jobs) spinning threads lose their cores to it and a 2-thread job ran
+# 2.8x slower beside one busy process (docs/benchmarks.md#a-job-on-a-busy-machine). libgomp reads the variable when
+# torch loads, which every verb does later, inside run(); a user's own setting wins.
+WAIT_POLICY = "PASSIVE"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     # import only the chosen verb's module: `optima --help` and `optima prepare` need no torch

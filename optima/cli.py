@@ -75,16 +75,23 @@ def _show_config_warnings_plainly(verb: str) -> None:
     warnings.showwarning = show
 
 
-# OpenMP threads that wait at a barrier sleep instead of spinning: on a machine that runs anything else (a laptop,
-# a shared server, CI, the pipeline's other jobs) spinning threads lose their cores to it and a 2-thread job ran
-# 2.8x slower beside one busy process (docs/benchmarks.md#a-job-on-a-busy-machine). libgomp reads the variable when
-# torch loads, which every verb does later, inside run(); a user's own setting wins.
-WAIT_POLICY = "PASSIVE"
+# OpenMP threads that wait at a barrier spin only briefly before they sleep. libgomp's default (300,000 spins) keeps
+# a waiting thread on its core while its partner is descheduled: beside one busy process a 2-thread job ran 10x
+# slower. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but made the idle job 1.8x slower on a VM, where
+# waking a sleeping thread is dear; 3000 spins kept most of both (docs/benchmarks.md#a-job-on-a-busy-machine).
+# libgomp reads these variables when torch loads, which every verb does later, inside run(); a user's own setting
+# of either wins. Jobs of one thread (every pipeline job but pre-training) have no barriers to wait at.
+WAIT_SETTINGS = {"GOMP_SPINCOUNT": "3000"}
+
+
+def set_openmp_wait(environ=os.environ) -> None:
+    if not any(name in environ for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        environ.update(WAIT_SETTINGS)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    set_openmp_wait()
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     # import only the chosen verb's module: `optima --help` and `optima prepare` need no torch

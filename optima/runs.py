@@ -42,6 +42,12 @@ def read_run_info(run_dir: str | Path, expect_role: str | None = None, expect_ta
     return info
 
 
+def stored_teacher_dir(root: str | Path, task: str, seed: int | str, per_seed: bool) -> Path:
+    """Where ``finetune.mode: load`` finds a task's fine-tuned teacher: ROOT/TASK/seedS under
+    ``distill.teacher_seed: per_seed`` (one teacher per student seed), else ROOT/TASK."""
+    return Path(root) / task / f"seed{seed}" if per_seed else Path(root) / task
+
+
 def training_environment(runtime) -> dict:
     """What decides a run's floating-point path besides the seed: torch, the device and, on a CPU, the
     instruction set of ATen's kernels (ATEN_CPU_CAPABILITY) and the CPU model (by which the matrix library

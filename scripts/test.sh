@@ -9,7 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
-# OpenMP threads wait passively (no spinning beside the other test workers); a caller's own setting wins
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # loadgroup: tests marked xdist_group(name) share a worker (and its module fixtures)
 exec .venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup -m "not very_slow" "$@"

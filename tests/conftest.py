@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from optima.cli import set_openmp_wait
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # tiny models on a small shared machine: one thread per process is fastest (and CI-stable)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# OpenMP threads that wait sleep instead of spinning (as `optima` sets it; read when torch loads, which no test
-# module has done yet): the verbs and pipelines the tests start run beside the other test workers
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait settings as `optima` sets them (read when torch loads, which no test module has done yet): the
+# tests run beside the other test workers and the verbs they start
+set_openmp_wait()
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "config" / "smoke.yaml"

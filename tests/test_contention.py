@@ -1,5 +1,5 @@
-"""Fair on a busy machine (issue 24, item 13): OpenMP threads wait passively wherever optima runs torch (the
-`optima` CLI, the test suite, scripts/test.sh), a user's own setting wins, and scripts/bench_contention.py times a
+"""Fair on a busy machine: OpenMP threads wait as optima sets them wherever optima runs torch (the `optima` CLI,
+the test suite), a user's own setting wins, and scripts/bench_contention.py times a
 pipeline job idle and beside competing processes under both policies (docs/benchmarks.md)."""
 
 from __future__ import annotations
@@ -15,53 +15,68 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_cli_sets_a_passive_wait_policy_before_torch_loads_and_a_users_setting_wins(monkeypatch):
-    # importing the CLI loads no torch: the policy set in main() is in place when a verb loads it
+def test_the_cli_sets_the_wait_settings_before_torch_loads_and_a_users_setting_wins(monkeypatch):
+    # importing the CLI loads no torch: the settings made in main() are in place when a verb loads it
     proc = subprocess.run([sys.executable, "-c", "import sys, optima.cli; print('torch' in sys.modules)"],
                           capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.strip() == "False"
-    from optima.cli import main
+    from optima.cli import WAIT_SETTINGS, main, set_openmp_wait
 
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit):
         main(["--version"])
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    with pytest.raises(SystemExit):
-        main(["--version"])
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert {name: os.environ.get(name) for name in WAIT_SETTINGS} == WAIT_SETTINGS
+    # either variable set by the user: optima sets neither
+    for users in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
+        environ = dict(users)
+        set_openmp_wait(environ)
+        assert environ == users
 
 
-def test_a_verb_runs_under_the_passive_policy():
-    """`optima VERB`, as the workflow starts every job, with no policy in its environment: the verb (which loads
-    torch) runs with OMP_WAIT_POLICY=PASSIVE."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def test_a_verb_runs_under_the_wait_settings():
+    """`optima VERB`, as the workflow starts every job, with neither variable in its environment: the verb (which
+    loads torch) runs with optima's settings."""
+    from optima.cli import WAIT_SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     code = ("import os, sys; from optima import cli; import optima.bench as b; "
-            "b.run = lambda args: print('policy', os.environ.get('OMP_WAIT_POLICY')) or 0; "
+            "b.run = lambda args: print('settings', {k: os.environ.get(k) for k in cli.WAIT_SETTINGS}) or 0; "
             "sys.exit(cli.main(['bench', 'models']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "policy PASSIVE" in proc.stdout
+    assert f"settings {WAIT_SETTINGS}" in proc.stdout
 
 
-def test_the_test_runs_wait_passively():
-    assert "export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}" in (REPO / "scripts" / "test.sh").read_text()
-    assert 'os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")' in (REPO / "tests" / "conftest.py").read_text()
+def test_the_test_workers_wait_as_the_cli_sets_it():
+    from optima.cli import WAIT_SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, conftest; print({k: os.environ[k] for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT') if k in os.environ})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO / "tests", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(WAIT_SETTINGS)
 
 
 @pytest.mark.slow
 def test_bench_contention_prints_a_table_of_times_and_ratios(smoke_data, tmp_path, smoke_config_path):
     out = tmp_path / "runs.csv"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_contention.py"), "--data",
-                           str(smoke_data["captions"]), "--config", str(smoke_config_path), "--steps", "2",
-                           "--threads", "1", "--loads", "0", "1", "--policies", "passive", "--repeats", "1",
-                           "--csv", str(out)], capture_output=True, text=True, cwd=REPO)
+    bench = [sys.executable, str(REPO / "scripts" / "bench_contention.py")]
+    proc = subprocess.run([*bench, "--data", str(smoke_data["captions"]), "--config", str(smoke_config_path),
+                           "--steps", "2", "--threads", "1", "--loads", "0", "1", "--policies", "default", "spin=1000",
+                           "--repeats", "1", "--csv", str(out)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| OpenMP wait policy | idle | beside 1 busy process |" in proc.stdout
-    assert re.search(r"\| passive \(optima's default\) \| [\d.]+ s \| [\d.]+ s \([\d.]+×\) \|", proc.stdout)
-    assert out.read_text().splitlines()[0] == "repeat,load,policy,seconds,loadavg_before"
+    assert "| OpenMP wait setting | idle | beside 1 busy process |" in proc.stdout
+    assert re.search(r"\| GOMP_SPINCOUNT=1000\S* \| [\d.]+ s \| [\d.]+ s \([\d.]+×\) \|", proc.stdout), proc.stdout
+    assert "Idle, against libgomp's default: GOMP_SPINCOUNT=1000" in proc.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "repeat,load,policy,seconds,loadavg_before" and len(lines) == 5
     # no competing process is left behind
     assert "while True: pass" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_contention.py"), "--data", str(tmp_path)],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2 and "not prepared captions data" in proc.stderr
+    # the saved runs print the same table again, without running anything
+    saved = subprocess.run([*bench, "--from-csv", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert saved.returncode == 0 and proc.stdout.split("\n\n", 1)[1] in saved.stdout
+    for bad, message in ((["--data", str(tmp_path)], "not prepared captions data"),
+                         (["--data", str(smoke_data["captions"]), "--policies", "lazy"], "unknown policy 'lazy'")):
+        proc = subprocess.run([*bench, *bad], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -344,3 +344,20 @@ def test_module_pairs_are_paired_t_tests_between_single_modules(tmp_path):
     (tmp_path / "t" / "module_pairs.md").write_text("stale")
     assert _tables(runs, tmp_path / "t") == 0
     assert not (tmp_path / "t" / "module_pairs.md").exists()  # one module: no pairs, and no stale table
+
+
+def test_several_runs_files_are_one_experiment(paper, tmp_path, capsys):
+    """An experiment run in pieces (one runs.csv per task): the tables of the pieces together are the tables of
+    the whole, byte for byte; a run found in two pieces is an error naming both files."""
+    whole = pd.read_csv(paper["runs"])
+    pieces = []
+    for task, part in whole.groupby("task"):
+        pieces.append(tmp_path / f"{task}.csv")
+        part.to_csv(pieces[-1], index=False)
+    assert main(["tables", "--runs", *map(str, pieces), "--out-dir", str(tmp_path / "t")]) == 0
+    for table in sorted(paper["tables"].iterdir()):
+        assert (tmp_path / "t" / table.name).read_bytes() == table.read_bytes(), table.name
+    assert main(["tables", "--runs", *map(str, pieces), str(pieces[0]), "--out-dir", str(tmp_path / "u")]) == 2
+    err = capsys.readouterr().err
+    assert f"{pieces[0]}: run task=" in err and f"is also in {pieces[0]}" in err
+    assert not (tmp_path / "u").exists()

@@ -136,6 +136,26 @@ def add_val_best(runs: pd.DataFrame, split: str = "val") -> tuple[pd.DataFrame, 
     return sort_runs(pd.concat([runs[runs["method"] != VAL_BEST], *copies], ignore_index=True)), chosen
 
 
+def read_runs_many(paths) -> pd.DataFrame:
+    """Several runs' ``runs.csv`` as one (an experiment run in pieces, e.g. one per task): each file read and
+    validated by ``read_runs``; a run (task, method, seed, split) found in two files is an error naming both."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if len(paths) == 1:
+        return read_runs(paths[0])
+    parts, owner = [], {}
+    for path in paths:
+        runs = read_runs(path)
+        for ident in runs[list(RUN_KEY)].drop_duplicates().itertuples(index=False):
+            ident = tuple(ident)
+            if ident in owner:
+                task, method, seed, split = ident
+                raise DataError(f"{path}: run task={task}, method={method}, seed={seed}, split={split} is also in "
+                                f"{owner[ident]} (each run belongs to one piece)")
+            owner[ident] = path
+        parts.append(runs)
+    return sort_runs(pd.concat(parts, ignore_index=True))
+
+
 def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.astype({"seed": "int64", "value": "float64"})
     return runs.sort_values(["task", "method", "seed", "split", "metric"], kind="mergesort").reset_index(drop=True)

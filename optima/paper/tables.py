@@ -35,7 +35,9 @@ AVERAGE_MODES = ("displayed", "teacher_relative")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--runs", default=None, help="runs.csv from `optima collect` (default: <paths.results>/eval/runs.csv)")
+    parser.add_argument("--runs", default=None, nargs="+", metavar="RUNS_CSV",
+                        help="runs.csv from `optima collect`; several (an experiment run in pieces) are read as one "
+                             "(default: <paths.results>/eval/runs.csv)")
     parser.add_argument("--out-dir", default=None, help="output folder (default: <paths.results>/tables)")
     parser.add_argument("--split", default=None,
                         help="split to report (default: eval.split of --config when present, else test > val > train)")
@@ -558,10 +560,10 @@ def write_tables(runs_path, out_dir, config: dict | None = None, split: str | No
     from optima.io import atomic_write_text
     from optima.paper.common import LOG
     from optima.paper.render import render_latex, render_markdown
-    from optima.paper.results import read_runs
+    from optima.paper.results import read_runs_many
 
     out_dir = Path(out_dir)
-    tables = build_tables(read_runs(runs_path), config, split, reference, decimals, average, confidence)
+    tables = build_tables(read_runs_many(runs_path), config, split, reference, decimals, average, confidence)
     written = []
     for name, built in tables.items():
         paths = [out_dir / f"{name}.{fmt}" for fmt in FORMATS]
@@ -591,7 +593,7 @@ def run(args) -> int:
 
     setup_logging("tables")
     config = load_optional_config(args)
-    runs_path = Path(args.runs) if args.runs else results_root(config) / "eval" / "runs.csv"
+    runs_path = [Path(p) for p in args.runs] if args.runs else results_root(config) / "eval" / "runs.csv"
     out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "tables"
     for path in write_tables(runs_path, out_dir, config, args.split, args.reference, args.decimals,
                              args.average, args.confidence):

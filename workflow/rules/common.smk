@@ -22,6 +22,7 @@ from optima.data.fetch import output_is_dir as fetch_output_is_dir
 from optima.data.fetch import prepare_inputs as fetch_prepare_inputs
 from optima.data.fetch import rule_outputs as fetch_rule_outputs
 from optima.errors import ConfigError
+from optima.runs import stored_teacher_dir
 from optima.paper.figures import planned_figures
 from optima.paper.tables import planned_tables
 
@@ -172,6 +173,16 @@ def teacher_dir(task="{task}", seed="{seed}"):
 def teacher_job_name(task="{task}", seed="{seed}"):
     """A teacher job's log name: vqa, or vqa_seed3 under distill.teacher_seed: per_seed."""
     return f"{task}_seed{seed}" if TEACHER_PER_SEED else task
+
+
+def finetune_inputs(wildcards):
+    """The data, and the pre-trained teacher (finetune.mode: train) or the stored fine-tuned one (load)."""
+    if config["finetune"]["mode"] == "load":
+        stored = stored_teacher_dir(config["finetune"]["teachers"] or "finetune.teachers", wildcards.task,
+                                    wildcards.get("seed"), TEACHER_PER_SEED)
+        return {"data": f"{DATA}/{wildcards.task}", "stored": [f"{stored}/{name}" for name in RUN_FILES]}
+    return {"data": f"{DATA}/{wildcards.task}", "init": f"{pretrain_dir()}/model.safetensors",
+            "init_config": f"{pretrain_dir()}/model_config.json"}
 
 
 def teacher_seed_arg(wildcards):

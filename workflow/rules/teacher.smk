@@ -26,11 +26,9 @@ rule pretrain:
 
 rule finetune:
     """The teacher of one task, fine-tuned from the pre-trained teacher (under distill.teacher_seed:
-    per_seed one per student seed, fine-tuned with that seed)."""
+    per_seed one per student seed, fine-tuned with that seed), or taken from finetune.teachers (finetune.mode: load)."""
     input:
-        data=f"{DATA}/{{task}}",
-        init=f"{pretrain_dir()}/model.safetensors",
-        init_config=f"{pretrain_dir()}/model_config.json",
+        unpack(finetune_inputs),
     output:
         **run_outputs(teacher_dir()),
     log:
@@ -38,7 +36,7 @@ rule finetune:
     params:
         config=config_args,
         fingerprint=fingerprint("finetune"),
-        init=lambda wildcards, input: os.path.dirname(input.init),
+        init=lambda wildcards, input: f" --init {shlex.quote(os.path.dirname(input.init))}" if "init" in input.keys() else "",
         seed=teacher_seed_arg,
         run_dir=run_dir_of,
         launcher=launcher,
@@ -51,5 +49,5 @@ rule finetune:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data:q} --init {params.init:q}{params.seed} "
+        "{params.launcher} finetune {wildcards.task} {params.config} --data {input.data:q}{params.init}{params.seed} "
         "--out {params.run_dir:q} --threads {threads} > {log:q} 2>&1"

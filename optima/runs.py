@@ -48,6 +48,36 @@ def stored_teacher_dir(root: str | Path, task: str, seed: int | str, per_seed: b
     return Path(root) / task / f"seed{seed}" if per_seed else Path(root) / task
 
 
+# a stored fine-tuned teacher (finetune.mode: load): a finished run's files and their checksums
+STORED_TEACHER_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv",
+                        "metrics.json")
+CHECKSUMS = "SHA256SUMS"
+
+
+def checksums_text(run_dir: str | Path, names=STORED_TEACHER_FILES) -> str:
+    """``sha256sum`` lines of ``names`` in ``run_dir`` (``sha256sum -c SHA256SUMS`` checks them too)."""
+    from optima.data.fetch import sha256_file
+
+    return "".join(f"{sha256_file(Path(run_dir) / name)}  {name}\n" for name in names)
+
+
+def verify_checksums(run_dir: str | Path) -> None:
+    """Every file listed in ``run_dir``/SHA256SUMS is there with that checksum; errors name the file."""
+    from optima.data.fetch import sha256_file
+
+    run_dir = Path(run_dir)
+    listing = run_dir / CHECKSUMS
+    if not listing.is_file():
+        raise CheckpointError(f"{listing}: missing (store teachers with scripts/store_teachers.py)")
+    for line in listing.read_text().splitlines():
+        expected, _, name = line.partition("  ")
+        path = run_dir / name
+        if not name or not path.is_file():
+            raise CheckpointError(f"{path}: listed in {CHECKSUMS} but missing")
+        if sha256_file(path) != expected:
+            raise CheckpointError(f"{path}: checksum mismatch (the file is damaged; store the teacher again)")
+
+
 def training_environment(runtime) -> dict:
     """What decides a run's floating-point path besides the seed: torch, the device and, on a CPU, the
     instruction set of ATen's kernels (ATEN_CPU_CAPABILITY) and the CPU model (by which the matrix library

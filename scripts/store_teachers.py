@@ -1,5 +1,6 @@
 """Store a run's fine-tuned teachers for `finetune.mode: load`: the files of each finished teacher run (weights,
-model config, run info, config, train log, validation metrics), without checkpoints or cached teacher targets.
+model config, run info, config, train log, validation metrics) and their SHA256SUMS, without checkpoints or cached
+teacher targets.
 
     python scripts/store_teachers.py results/claims-2/teachers data/pretrained/claims-2-teachers
 
@@ -20,10 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from optima.errors import CheckpointError  # noqa: E402
-from optima.runs import read_run_info  # noqa: E402
-
-STORED_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv",
-                "metrics.json")
+from optima.runs import CHECKSUMS, STORED_TEACHER_FILES, checksums_text, read_run_info  # noqa: E402
 
 
 def finished_teachers(root: Path) -> list[Path]:
@@ -36,11 +34,11 @@ def finished_teachers(root: Path) -> list[Path]:
 def store(source: Path, dest: Path) -> int:
     """Copy one teacher run's files to ``dest``; returns the bytes stored."""
     read_run_info(source, expect_role="teacher")
-    missing = [name for name in STORED_FILES if not (source / name).is_file()]
+    missing = [name for name in STORED_TEACHER_FILES if not (source / name).is_file()]
     if missing:
         raise CheckpointError(f"{source}: not a finished teacher run ({', '.join(missing)} missing)")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in STORED_FILES:
+    for name in STORED_TEACHER_FILES:
         target = dest / name
         if target.exists():
             if not filecmp.cmp(source / name, target, shallow=False):
@@ -49,7 +47,11 @@ def store(source: Path, dest: Path) -> int:
         partial = target.with_name(target.name + ".part")
         shutil.copyfile(source / name, partial)
         partial.replace(target)
-    return sum((dest / name).stat().st_size for name in STORED_FILES)
+    sums = checksums_text(dest)  # what `finetune.mode: load` checks before it copies the teacher
+    if (dest / CHECKSUMS).is_file() and (dest / CHECKSUMS).read_text() != sums:
+        raise CheckpointError(f"{dest / CHECKSUMS}: lists other checksums (delete {dest} first)")
+    (dest / CHECKSUMS).write_text(sums)
+    return sum((dest / name).stat().st_size for name in (*STORED_TEACHER_FILES, CHECKSUMS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,8 +59,15 @@ def test_the_test_workers_wait_as_the_cli_sets_it():
 
 
 @pytest.mark.slow
+def _busy_loops() -> set[str]:
+    """PIDs of running `python -c "while True: pass"` processes (the benchmark's competitors, or anyone's)."""
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {line.split(None, 1)[0] for line in listing.splitlines() if line.strip().endswith("-c while True: pass")}
+
+
 def test_bench_contention_prints_a_table_of_times_and_ratios(smoke_data, tmp_path, smoke_config_path):
     out = tmp_path / "runs.csv"
+    before = _busy_loops()
     bench = [sys.executable, str(REPO / "scripts" / "bench_contention.py")]
     proc = subprocess.run([*bench, "--data", str(smoke_data["captions"]), "--config", str(smoke_config_path),
                            "--steps", "2", "--threads", "1", "--loads", "0", "1", "--policies", "default", "spin=1000",
@@ -71,8 +78,8 @@ def test_bench_contention_prints_a_table_of_times_and_ratios(smoke_data, tmp_pat
     assert "Idle, against libgomp's default: GOMP_SPINCOUNT=1000" in proc.stdout
     lines = out.read_text().splitlines()
     assert lines[0] == "repeat,load,policy,seconds,loadavg_before" and len(lines) == 5
-    # no competing process is left behind
-    assert "while True: pass" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    # no competing process is left behind (others' busy loops, running before, may still run)
+    assert _busy_loops() <= before
     # the saved runs print the same table again, without running anything
     saved = subprocess.run([*bench, "--from-csv", str(out)], capture_output=True, text=True, cwd=REPO)
     assert saved.returncode == 0 and proc.stdout.split("\n\n", 1)[1] in saved.stdout

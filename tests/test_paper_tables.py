@@ -361,3 +361,14 @@ def test_several_runs_files_are_one_experiment(paper, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{pieces[0]}: run task=" in err and f"is also in {pieces[0]}" in err
     assert not (tmp_path / "u").exists()
+
+
+def test_only_writes_the_named_tables_and_another_reference(paper, tmp_path, capsys):
+    out = tmp_path / "vs-layerwise"
+    assert main(["tables", "--runs", str(paper["runs"]), "--reference", "layerwise", "--only", "comparison",
+                 "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "comparison.tex"]
+    text = (out / "comparison.md").read_text()
+    assert text.startswith("### Layerwise against each baseline (paired by seed)"), text[:300]
+    assert main(["tables", "--runs", str(paper["runs"]), "--only", "mian", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "--only: unknown table(s) mian" in capsys.readouterr().err

@@ -25,8 +25,12 @@ from fake_results import make_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # the README's claims run (claims/) and earlier ones kept for comparison (claims-COMMIT/)
-PUBLISHED_RUNS = sorted({"claims"} | {p.name for p in (REPO / "results" / "published").glob("claims-*") if p.is_dir()}
-                        | {f"pilots/{p.parent.name}" for p in (REPO / "results" / "published" / "pilots").glob("*/MANIFEST.json")})
+PUBLISHED = REPO / "results" / "published"
+# a published run, or each piece of a run published in pieces (claims-2/captions: a folder with its own MANIFEST)
+PUBLISHED_RUNS = sorted({"claims"} | {p.name for p in PUBLISHED.glob("claims-*") if p.is_dir() and not
+                                      any(p.glob("*/MANIFEST.json"))}
+                        | {str(p.parent.relative_to(PUBLISHED)) for p in PUBLISHED.glob("claims-*/*/MANIFEST.json")}
+                        | {f"pilots/{p.parent.name}" for p in (PUBLISHED / "pilots").glob("*/MANIFEST.json")})
 RECIPES = REPO / "results" / "published" / "teacher-recipes"  # teacher recipes tried for the claims run
 TASKS = ("vqa", "nlvr2")
 METHODS = ("finetune", "layerwise", "optima", "fixed-vision", "fixed-text", "fixed-multimodal")
@@ -305,7 +309,11 @@ def test_published_claims_regenerate(run, tmp_path):
         assert main(["decompose", "--rounds", str(folder / "rounds.csv"), "--out-dir", str(tmp_path),
                      "--figure-dir", str(tmp_path / "figures")]) == 0
         shutil.rmtree(tmp_path / "figures")
-    for variant in sorted(p for p in (folder / "tables").iterdir() if p.is_dir()):  # an OPTIMA variant's selection
+    if (folder / "tables" / "vs-layerwise").is_dir():  # the controls against layerwise
+        assert main(["tables", "--config", str(folder / "config.yaml"), "--runs", str(folder / "runs.csv"),
+                     "--reference", "layerwise", "--only", "comparison",
+                     "--out-dir", str(tmp_path / "vs-layerwise")]) == 0
+    for variant in sorted(p for p in (folder / "tables").iterdir() if p.is_dir() and p.name != "vs-layerwise"):
         assert main(["agreement", "--runs", str(folder / "runs.csv"), "--rounds", str(folder / "rounds.csv"),
                      "--method", variant.name, "--out-dir", str(tmp_path / variant.name)]) == 0
     assert _files(tmp_path) == _files(folder / "tables")

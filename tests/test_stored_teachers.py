@@ -17,6 +17,7 @@ from test_workflow import job_counts, snakemake
 REPO = Path(__file__).resolve().parents[1]
 STORE = [sys.executable, str(REPO / "scripts" / "store_teachers.py")]
 STORED = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv", "metrics.json")
+LISTED = (*STORED, "SHA256SUMS")
 
 
 @pytest.fixture
@@ -39,9 +40,12 @@ def load_args(smoke_teacher, store: Path, out: Path, *extra: str) -> list:
 
 def test_store_keeps_the_run_files_only_and_refuses_to_replace_a_different_teacher(stored, smoke_teacher, tmp_path):
     source = smoke_teacher["root"] / "teacher_vqa"
-    assert sorted(p.name for p in (stored / "vqa" / "seed0").iterdir()) == sorted(STORED)
+    assert sorted(p.name for p in (stored / "vqa" / "seed0").iterdir()) == sorted(LISTED)
     for name in STORED:
         assert (stored / "vqa/seed0" / name).read_bytes() == (source / name).read_bytes()
+    # the checksums are sha256sum's format
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=stored / "vqa/seed0", capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.count(": OK") == len(STORED), check.stdout
     again = subprocess.run([*STORE, str(tmp_path / "results/teachers"), str(stored)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr  # the same teacher: kept
     (stored / "vqa/seed0/train_log.csv").write_text("step\n")
@@ -84,7 +88,7 @@ def test_load_mode_refuses_a_teacher_that_does_not_match_and_writes_nothing(stor
         data = bytearray(weights.read_bytes())
         data[len(data) // 2] ^= 0xFF
         weights.write_bytes(bytes(data))
-        expected = str(stored / "vqa" / "seed0")
+        expected = f"{weights}: checksum mismatch"
     out = tmp_path / "teacher"
     proc = optima_verb(*load_args(smoke_teacher, stored, out, *extra), check=False)
     assert proc.returncode != 0 and expected in proc.stderr, proc.stderr[-2000:]
@@ -106,7 +110,7 @@ def test_the_workflow_takes_stored_teachers_instead_of_fine_tuning(tmp_path):
     store = work / "stored"
     for seed in (0, 1):
         (store / "nlvr2" / f"seed{seed}").mkdir(parents=True)
-        for name in STORED:
+        for name in LISTED:
             (store / "nlvr2" / f"seed{seed}" / name).write_text("")
     overrides = ["--config", "tasks=[nlvr2]", f"finetune={{mode: load, teachers: {store}}}",
                  "distill={teacher_seed: per_seed, seeds: [0, 1]}"]

@@ -80,7 +80,7 @@ def load_stored_teacher(args, config: dict, runtime, task: str, seed: int) -> No
     from optima.config import config_hash
     from optima.distill.trainlog import TrainLog
     from optima.errors import CheckpointError, ConfigError
-    from optima.runs import claim_run_dir, finish_run, read_run_info, stored_teacher_dir
+    from optima.runs import claim_run_dir, finish_run, read_run_info, stored_teacher_dir, verify_checksums
     from optima.tasks import load_task_model
 
     root = config["finetune"]["teachers"]
@@ -89,6 +89,7 @@ def load_stored_teacher(args, config: dict, runtime, task: str, seed: int) -> No
     per_seed = config["distill"]["teacher_seed"] == "per_seed"
     source = stored_teacher_dir(root, task, seed, per_seed)
     info = read_run_info(source, expect_role="teacher", expect_task=task)
+    verify_checksums(source)  # a damaged file is named before anything is written
     stored = info.get("fingerprint") or {}
     differs = [what for what, ok in (
         (f"seed {info.get('seed')} (expected {seed})", info.get("seed") == seed),
@@ -99,10 +100,7 @@ def load_stored_teacher(args, config: dict, runtime, task: str, seed: int) -> No
     ) if not ok]
     if differs:
         raise CheckpointError(f"{source}: stored teacher does not match this run: {'; '.join(differs)}")
-    for name in ("model_config.json", "train_log.csv", "metrics.json"):
-        if not (source / name).is_file():
-            raise CheckpointError(f"{source}: {name} missing (store teachers with scripts/store_teachers.py)")
-    load_task_model(source)  # the weights load (checksum, shapes) before anything is written
+    load_task_model(source)  # the weights load (shapes, a head of this task) before anything is written
     try:
         metrics = json.loads((source / "metrics.json").read_text())
     except json.JSONDecodeError as exc:

@@ -212,6 +212,20 @@ def optima_variants(config: dict) -> list[str]:
             if name != "optima" and method_spec(config, name)["policy"] == "optima"]
 
 
+VS_LAYERWISE = "vs-layerwise"
+
+
+def has_layerwise_controls(config: dict) -> bool:
+    """Whether a run holds controls that answer "can any per-round module choice beat layerwise?" (the oracle,
+    replay, val-best): then it also publishes tables/vs-layerwise/comparison.* (layerwise as the reference)."""
+    from optima.paper.spec import method_policies
+
+    methods = list(config["distill"]["run"])
+    policies = method_policies(methods, config)
+    return "layerwise" in methods and (config["eval"]["val_best"]
+                                       or any(policies[m] in ("oracle", "replay") for m in methods))
+
+
 def published_config_text(config_path: Path, overlays: tuple = ()) -> str:
     """What OUT/config.yaml holds: the config file as it is, or, with overlays, the merged config (validated),
     headed by a comment naming the files."""
@@ -281,6 +295,9 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
         # tables and figures from the published copies only: exactly what `optima tables/figures` regenerate
         published_config = load_config(build / "config.yaml")
         write_tables(build / "runs.csv", build / "tables", published_config)
+        if has_layerwise_controls(published_config):
+            write_tables(build / "runs.csv", build / "tables" / VS_LAYERWISE, published_config, reference="layerwise",
+                         only=("comparison",))
         write_figures(build / "runs.csv", build / "figures", published_config,
                       CompactLogs(build / "rounds.csv", build / "curves.csv", log), formats=["png"])
         if agreement_applies(published_config):  # does each reward rank modules as single-module runs do

@@ -49,6 +49,8 @@ def add_arguments(parser) -> None:
                         help="displayed: mean of the task columns as printed (percent, CIDEr x100); "
                              "teacher_relative: mean over tasks of 100 * student / teacher (default: displayed)")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    parser.add_argument("--only", nargs="+", metavar="TABLE", default=None,
+                        help="write only these tables (main, comparison, ablation, single_module, module_pairs)")
     add_config_arguments(parser)
 
 
@@ -552,9 +554,9 @@ def build_tables(runs, config: dict | None = None, split: str | None = None, ref
 
 def write_tables(runs_path, out_dir, config: dict | None = None, split: str | None = None,
                  reference: str = "optima", decimals: int = 1, average: str = "displayed",
-                 confidence: float = 0.95) -> list:
-    """Write every table that applies to ``runs_path`` into ``out_dir``; remove stale ones of tables that
-    do not apply; return the written paths."""
+                 confidence: float = 0.95, only: tuple[str, ...] | None = None) -> list:
+    """Write every table that applies to ``runs_path`` (or those named in ``only``) into ``out_dir``; remove stale
+    ones of tables that do not apply; return the written paths."""
     from pathlib import Path
 
     from optima.io import atomic_write_text
@@ -564,6 +566,13 @@ def write_tables(runs_path, out_dir, config: dict | None = None, split: str | No
 
     out_dir = Path(out_dir)
     tables = build_tables(read_runs_many(runs_path), config, split, reference, decimals, average, confidence)
+    if only:
+        unknown = sorted(set(only) - set(tables))
+        if unknown:
+            from optima.errors import ConfigError
+
+            raise ConfigError(f"--only: unknown table(s) {', '.join(unknown)} (one of {', '.join(tables)})")
+        tables = {name: built for name, built in tables.items() if name in only}
     written = []
     for name, built in tables.items():
         paths = [out_dir / f"{name}.{fmt}" for fmt in FORMATS]
@@ -596,6 +605,6 @@ def run(args) -> int:
     runs_path = [Path(p) for p in args.runs] if args.runs else results_root(config) / "eval" / "runs.csv"
     out_dir = Path(args.out_dir) if args.out_dir else results_root(config) / "tables"
     for path in write_tables(runs_path, out_dir, config, args.split, args.reference, args.decimals,
-                             args.average, args.confidence):
+                             args.average, args.confidence, only=args.only):
         print(path)
     return 0

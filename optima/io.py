@@ -37,6 +37,17 @@ class StaleFileWarning(UserWarning):
     """A temporary file left by a killed write was removed (optima.cli prints it as one line)."""
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where the system says it (Linux), else set and restored."""
     with contextlib.suppress(OSError, ValueError):

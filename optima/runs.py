@@ -56,14 +56,14 @@ CHECKSUMS = "SHA256SUMS"
 
 def checksums_text(run_dir: str | Path, names=STORED_TEACHER_FILES) -> str:
     """``sha256sum`` lines of ``names`` in ``run_dir`` (``sha256sum -c SHA256SUMS`` checks them too)."""
-    from optima.data.fetch import sha256_file
+    from optima.io import sha256_file
 
     return "".join(f"{sha256_file(Path(run_dir) / name)}  {name}\n" for name in names)
 
 
 def verify_checksums(run_dir: str | Path) -> None:
     """Every file listed in ``run_dir``/SHA256SUMS is there with that checksum; errors name the file."""
-    from optima.data.fetch import sha256_file
+    from optima.io import sha256_file
 
     run_dir = Path(run_dir)
     listing = run_dir / CHECKSUMS

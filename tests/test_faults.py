@@ -229,7 +229,7 @@ def test_checkpoints_record_the_sha256_of_their_files(loop_parts, tmp_path):
         meta = json.loads((step / "meta.json").read_text())
         assert set(meta["checksums"]) == {"weights.safetensors", "state.pt", "train_log.csv"}
         for name, digest in meta["checksums"].items():
-            assert ckpt.file_sha256(step / name) == digest
+            assert ckpt.sha256_file(step / name) == digest
 
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))

@@ -44,6 +44,7 @@ from typing import Any
 
 from optima.data.formats import parse_jsonl
 from optima.errors import ConfigError, DataError
+from optima.io import sha256_file
 
 MANIFEST_ENV = "OPTIMA_FETCH_MANIFEST"
 MIRROR_ENV = "OPTIMA_FETCH_MIRROR"
@@ -259,14 +260,6 @@ class Lock:
 
 
 # ============================================================================== download
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def git_blob_sha1(path: str | os.PathLike) -> str:
     """The SHA-1 git names a file's content by (``git hash-object``): what a repository's tree at a pinned commit
     states for every file, so a file served from that commit can be checked before anyone has hashed its bytes."""

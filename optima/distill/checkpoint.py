@@ -10,7 +10,6 @@ resumes from the one before.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from optima.errors import CheckpointError
-from optima.io import atomic_directory, write_bytes, write_with
+from optima.io import atomic_directory, sha256_file, write_bytes, write_with
 
 _STEP_DIR = re.compile(r"^step_(\d{7})$")
 # the files of a checkpoint whose SHA-256 meta.json records (and a resume verifies)
@@ -42,14 +41,6 @@ def _numpy_state_from_lists(state: dict) -> dict:
     inner = dict(state["state"])
     inner["key"] = np.asarray(inner["key"], dtype=np.uint32)
     return {**state, "state": inner}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
@@ -82,7 +73,7 @@ def save_checkpoint(run_dir, step: int, modules: dict[str, torch.nn.Module], opt
         write_bytes(tmp / "weights.safetensors", save(tensors))
         write_with(tmp / "state.pt", lambda handle: torch.save(state, handle))
         write_bytes(tmp / "train_log.csv", log_rows_csv.encode("utf-8"))
-        checksums = {name: file_sha256(tmp / name) for name in CHECKSUMMED}
+        checksums = {name: sha256_file(tmp / name) for name in CHECKSUMMED}
         write_bytes(tmp / "meta.json", json.dumps({**meta, "step": step, "checksums": checksums}, indent=1,
                                                    default=str).encode("utf-8"))
     for old in checkpoint_dirs(run_dir)[:-keep]:
@@ -110,7 +101,7 @@ def verify_checksums(path: Path, meta: dict) -> None:
         file = Path(path) / name
         if not file.is_file():
             raise CheckpointError(f"{file}: missing")
-        if file_sha256(file) != expected:
+        if sha256_file(file) != expected:
             raise CheckpointError(f"{file}: checksum mismatch (the file changed after it was written: corrupt)")
 
 

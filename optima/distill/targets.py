@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from optima.coca_modules import MODULES
 from optima.errors import CheckpointError, ConfigError
+from optima.io import sha256_file
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 TARGETS_FILE = "targets.safetensors"
@@ -60,14 +61,6 @@ def cache_options(section: dict) -> dict:
     return dict(section["teacher_cache"])
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_fingerprint(dataset) -> str:
     """Hash of the examples (their ids, texts and image files), in order."""
     items = getattr(dataset, "items", None)
@@ -78,7 +71,7 @@ def data_fingerprint(dataset) -> str:
 def expected_meta(objective, dataset, teacher_weights: str | Path) -> dict:
     """What a cache must have been built for to serve this objective and training set."""
     return {"format": FORMAT, "examples": len(dataset), "data": data_fingerprint(dataset),
-            "teacher_sha256": file_sha256(teacher_weights), "layer_map": objective.layer_map,
+            "teacher_sha256": sha256_file(teacher_weights), "layer_map": objective.layer_map,
             "vision_pooler": bool(objective.vision_pooler)}
 
 

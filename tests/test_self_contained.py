@@ -2,10 +2,10 @@
 
 Every tracked text file under optima/, tests/, workflow/, scripts/, config/, docs/ and README.md is
 scanned line by line (binary files and results/published/ are skipped, and so is this file, which
-must spell the patterns out). Two kinds of line fail, each with file and line named:
+builds the patterns from parts). Two kinds of line fail, each with file and line named:
 
-- paths outside the repository: `../shared`, `shared/fixtures`, `/work/` (test data lives in
-  tests/data/, read relative to the test file);
+- paths outside the repository: the shared folder beside the checkout, its fixtures folder, and the
+  development machine's work folder (test data lives in tests/data/, read relative to the test file);
 - citations of documents that are not in the repository: `PAPER.md`, `DESIGN.md` or `runs.md` not
   written as `docs/...` (the repository's own paper summary is docs/paper.md, its runs docs/runs.md).
 """
@@ -23,8 +23,11 @@ SCANNED = ("optima", "tests", "workflow", "scripts", "config", "docs", "README.m
 SKIPPED = ("results/published/",)
 THIS = Path(__file__).resolve().relative_to(REPO).as_posix()
 
+SEP, SHARED, WORK = "/", "shared", "work"
 RULES = {
-    "outside_paths": re.compile(r"\.\./shared|shared/fixtures|/work/"),
+    # the parts joined here, so that this file does not itself name the paths it forbids
+    "outside_paths": re.compile("|".join((re.escape(".." + SEP + SHARED), re.escape(SHARED + SEP + "fixtures"),
+                                          re.escape(SEP + WORK + SEP)))),
     # a document name not preceded by "docs/" (any case: paper.md, PAPER.md, Design.md, runs.md)
     "outside_documents": re.compile(r"(?<!docs/)\b(?:paper|design|runs)\.md\b", re.IGNORECASE),
 }
@@ -71,8 +74,8 @@ def test_no_tracked_file_names_a_path_outside_the_repository(tracked_text_files,
 
 @pytest.mark.parametrize("line, bad", [
     ("FIXTURES = REPO.parent / 'shared' / 'fixtures'", []),     # the join is not spelled as a path
-    ("see ../shared/fixtures/vqa", ["outside_paths"]),
-    ('Path("/work/shared/fixtures/vqa")', ["outside_paths"]),
+    (f"see ..{SEP}{SHARED}{SEP}fixtures/vqa", ["outside_paths"]),
+    (f'Path("{SEP}{WORK}{SEP}{SHARED}{SEP}fixtures/vqa")', ["outside_paths"]),
     ("as in PAPER.md §3.2", ["outside_documents"]),
     ("(DESIGN.md, decision 4)", ["outside_documents"]),
     ("listed in runs.md", ["outside_documents"]),

@@ -48,9 +48,10 @@ def stored_teacher_dir(root: str | Path, task: str, seed: int | str, per_seed: b
     return Path(root) / task / f"seed{seed}" if per_seed else Path(root) / task
 
 
-# a stored fine-tuned teacher (finetune.mode: load): a finished run's files and their checksums
-STORED_TEACHER_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv",
-                        "metrics.json")
+# the files of a finished training run that later steps read or that are results (docs/runs.md); checkpoints/ is
+# resume state, not a result. A stored fine-tuned teacher (finetune.mode: load) is these files and their checksums.
+RUN_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv", "metrics.json")
+STORED_TEACHER_FILES = RUN_FILES
 CHECKSUMS = "SHA256SUMS"
 
 

@@ -91,12 +91,11 @@ def load_stored_teacher(args, config: dict, runtime, task: str, seed: int) -> No
     info = read_run_info(source, expect_role="teacher", expect_task=task)
     verify_checksums(source)  # a damaged file is named before anything is written
     stored = info.get("fingerprint") or {}
+    data_hash, model = config_hash(config["data"]), (stored.get("model") or {}).get("teacher")
     differs = [what for what, ok in (
         (f"seed {info.get('seed')} (expected {seed})", info.get("seed") == seed),
-        (f"data settings (hash {stored.get('data')}, expected {config_hash(config['data'])})",
-         stored.get("data") == config_hash(config["data"])),
-        (f"model {(stored.get('model') or {}).get('teacher')!r} (expected {config['model']['teacher']!r})",
-         (stored.get("model") or {}).get("teacher") == config["model"]["teacher"]),
+        (f"data settings (hash {stored.get('data')}, expected {data_hash})", stored.get("data") == data_hash),
+        (f"model {model!r} (expected {config['model']['teacher']!r})", model == config["model"]["teacher"]),
     ) if not ok]
     if differs:
         raise CheckpointError(f"{source}: stored teacher does not match this run: {'; '.join(differs)}")

@@ -22,7 +22,7 @@ from optima.data.fetch import output_is_dir as fetch_output_is_dir
 from optima.data.fetch import prepare_inputs as fetch_prepare_inputs
 from optima.data.fetch import rule_outputs as fetch_rule_outputs
 from optima.errors import ConfigError
-from optima.runs import CHECKSUMS, STORED_TEACHER_FILES, stored_teacher_dir
+from optima.runs import CHECKSUMS, RUN_FILES, stored_teacher_dir
 from optima.paper.figures import planned_figures
 from optima.paper.tables import planned_tables
 
@@ -155,10 +155,9 @@ wildcard_constraints:
     seed=r"\d+",
 
 # --------------------------------------------------------------------------------------------
-# Run directories (docs/runs.md): the files of a training run that later jobs read or that are results.
-# checkpoints/ is left out on purpose: it is resume state, not a result.
+# Run directories (docs/runs.md): optima.runs.RUN_FILES are the files of a training run that later jobs read or
+# that are results; checkpoints/ is left out on purpose: it is resume state, not a result.
 # --------------------------------------------------------------------------------------------
-RUN_FILES = ("model.safetensors", "model_config.json", "run_info.json", "config.yaml", "train_log.csv", "metrics.json")
 
 
 def pretrain_dir():
@@ -181,7 +180,7 @@ def finetune_inputs(wildcards):
         stored = stored_teacher_dir(config["finetune"]["teachers"] or "finetune.teachers", wildcards.task,
                                     wildcards.get("seed"), TEACHER_PER_SEED)
         return {"data": f"{DATA}/{wildcards.task}",
-                "stored": [f"{stored}/{name}" for name in (*STORED_TEACHER_FILES, CHECKSUMS)]}
+                "stored": [f"{stored}/{name}" for name in (*RUN_FILES, CHECKSUMS)]}
     return {"data": f"{DATA}/{wildcards.task}", "init": f"{pretrain_dir()}/model.safetensors",
             "init_config": f"{pretrain_dir()}/model_config.json"}
 

@@ -7,9 +7,9 @@
 For each GPU rule of the workflow (``finetune`` per task, ``distill`` per task and method, ``evaluate`` of
 the teacher and of a student per task) it builds the config's models (random weights: sizes do not depend
 on them), counts their state and measures what one step allocates above it on the CPU at micro-batch 1 and 2
-(``optima.distill.memory``: the CPU allocator's statistics under bf16 autocast), extrapolated to the job's
-micro-batch: batch / the rule's GPUs in the profile (``set-resources``) / ``accumulation_steps``. The card is
-the profile's (its ``# GPU: NAME (N GB)`` line) unless ``--gpu NAME=GB`` says otherwise. A job fits when its
+(``optima.distill.memory``: the CPU allocator's statistics under bf16 autocast), a line per phase of the step
+(forward, backward) extrapolated to the job's micro-batch: batch / the rule's GPUs in the profile
+(``set-resources``) / ``accumulation_steps``. The card is the profile's (its ``# GPU: NAME (N GB)`` line) unless ``--gpu NAME=GB`` says otherwise. A job fits when its
 allocated peak plus 10 % fragmentation plus 1 GB of CUDA context is within the card. Exit status 1 when one
 does not. At paper scale (coca_ViT-L-14) it takes 20 to 60 minutes on 2 CPU cores.
 
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
                              "method by it (largest, the default), or measure each method's own terms (each)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs=2, default=[1, 2], metavar=("B1", "B2"),
-                        help="the two micro-batches measured (default 1 2): larger ones extrapolate more safely when a "
-                             "step's peak is set by another phase at very small batches (docs/paper-scale.md)")
+                        help="the two micro-batches measured (default 1 2); each phase of a step (forward, backward) "
+                             "gets its own line through them (docs/paper-scale.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
                 accumulation=ft["accumulation_steps"],
                 notes=f"batch {ft['batch_size']}" + (", grad checkpointing" if ft["grad_checkpointing"] else ""))
             estimates.append(est)
-            log(f"finetune {task}: {step[1] / 1e6:.0f} MB per example -> {est.total / GB:.1f} GB")
+            log(f"finetune {task}: {step.per_example(est.micro_batch) / 1e6:.0f} MB per example "
+                f"({step.phase_at(est.micro_batch)} peaks) -> {est.total / GB:.1f} GB")
         if "distill" in args.rules:
             from optima.bandits.registry import build_method_policy
 
@@ -178,7 +179,8 @@ def main(argv=None) -> int:
                     + (f", probe {section['probe_size']} in chunks of {chunk} ({section['probe_storage']})"
                        if uses_probe else ""))
                 estimates.append(est)
-                log(f"distill {task} {name}: {step[1] / 1e6:.0f} MB per example -> {est.total / GB:.1f} GB")
+                log(f"distill {task} {name}: {step.per_example(est.micro_batch) / 1e6:.0f} MB per example "
+                    f"({step.phase_at(est.micro_batch)} peaks) -> {est.total / GB:.1f} GB")
         if "evaluate" in args.rules:
             decode = config["eval"]["decode"]
             batch_size = config["eval"]["batch_size"]

@@ -89,7 +89,30 @@ def test_estimate_bounds_the_measured_peak_of_whole_steps(kind, task, num_classe
     assert peak <= estimate.allocated <= peak + gradients + 0.03 * peak, (
         f"measured {peak / 1e6:.1f} MB, estimated {estimate.allocated / 1e6:.1f} MB, gradients {gradients / 1e6:.1f} MB")
     if task == "captions":  # there the check is about activations and loss transients, not only weights
-        assert step[1] * estimate.micro_batch > 0.25 * estimate.allocated
+        assert step.per_example(estimate.micro_batch) * estimate.micro_batch > 0.25 * estimate.allocated
+
+
+def test_a_line_per_phase_follows_the_phase_that_wins_at_the_target_micro_batch():
+    """A step whose first phase holds 8 MB whatever the batch and whose second holds 1 MB per example: at 1 and 2
+    examples the whole step peaks at 8 MB both times, so one line through those peaks says 8 MB at any
+    micro-batch; the line per phase gives the 16 MB that 16 examples really take."""
+    from torch.profiler import record_function
+
+    mb = 2 ** 20
+
+    def run(n):
+        with record_function(memory.PHASE + "setup"):
+            fixed = torch.empty(8 * mb, dtype=torch.uint8)
+            del fixed
+        with record_function(memory.PHASE + "work"):
+            held = [torch.empty(mb, dtype=torch.uint8) for _ in range(n)]
+            del held
+
+    fit = memory.measure(run, lambda n: n, sizes=(1, 2))
+    assert fit.lines["setup"] == (8 * mb, 0) and fit.lines["work"] == (0, mb)
+    assert [memory.phase_peaks(lambda n=n: run(n))["all"] for n in (1, 2, 16)] == [8 * mb, 8 * mb, 16 * mb]
+    assert fit.at(2) == 8 * mb and fit.phase_at(16) == "work" and fit.at(16) == 16 * mb
+    assert fit.per_example(16) == mb and fit.per_example(1) == 0
 
 
 def test_micro_batch_splits_the_global_batch_over_gpus_then_steps():

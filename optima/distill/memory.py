@@ -7,7 +7,10 @@ A job's peak on one GPU is the sum of
 * what **one step allocates above that state**, measured: the CPU allocator's statistics (the torch profiler's
   memory events, which report every allocation and free of torch's CPU allocator) over one forward and
   backward of the job's real objective under bf16 autocast, at micro-batch 1 and 2 with the gradients
-  already allocated, extrapolated linearly to the job's micro-batch (batch / GPUs / accumulation steps).
+  already allocated. Each phase (forward, backward) gets its own line through its two peaks, and the job's
+  micro-batch (batch / GPUs / accumulation steps) takes the largest phase there (``StepFit``): which phase
+  peaks can change between one example and sixteen, and one line through the whole step's peaks would
+  then extrapolate from the wrong phase.
   This covers the activations kept for backward, the bf16 copies autocast makes of the weights, the loss
   kernels' transients (a few float32 copies of the 49,408-token logits for captions) and the teacher's
   outputs;
@@ -53,17 +56,23 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def allocated_peak(fn) -> int:
-    """The most bytes torch's CPU allocator held above its level at the start while ``fn()`` ran (tensors
-    freed during ``fn`` that existed before count negative, as they free memory)."""
+PHASE = "memory-phase:"  # prefix of the record_function ranges that split a measured step into phases
+
+
+def _allocation_events(fn) -> tuple[list[tuple[int, int]], dict[str, tuple[int, int]]]:
+    """Run ``fn()`` under the profiler: its CPU allocations and frees as sorted (time, bytes) pairs, and the
+    (start, end) times of every ``record_function(PHASE + name)`` range it opened."""
     from torch.profiler import ProfilerActivity, profile
 
     gc.collect()
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     sizes: list[tuple[int, int]] = []
+    windows: dict[str, tuple[int, int]] = {}
 
     def walk(node):
+        if node.name.startswith(PHASE):
+            windows[node.name[len(PHASE):]] = (node.start_time_ns, node.end_time_ns)
         if node.tag == torch._C._profiler._EventType.Allocation:
             fields = node.extra_fields
             if str(fields.device).startswith("cpu"):
@@ -73,11 +82,28 @@ def allocated_peak(fn) -> int:
 
     for root in prof.profiler.kineto_results.experimental_event_tree():
         walk(root)
-    level = peak = 0
-    for _, size in sorted(sizes):
+    return sorted(sizes), windows
+
+
+def phase_peaks(fn) -> dict[str, int]:
+    """The most bytes torch's CPU allocator held above its level at the start while ``fn()`` ran, per phase:
+    each ``record_function(PHASE + name)`` range ``fn`` opens is a phase, ``"all"`` is the whole run (tensors
+    freed during ``fn`` that existed before count negative, as they free memory)."""
+    events, windows = _allocation_events(fn)
+    peaks = {"all": 0, **{name: None for name in windows}}
+    level = 0
+    for time, size in events:
         level += size
-        peak = max(peak, level)
-    return peak
+        peaks["all"] = max(peaks["all"], level)
+        for name, (start, end) in windows.items():
+            if start <= time <= end:
+                peaks[name] = level if peaks[name] is None else max(peaks[name], level)
+    return {name: peak or 0 for name, peak in peaks.items()}
+
+
+def allocated_peak(fn) -> int:
+    """The most bytes torch's CPU allocator held above its level at the start while ``fn()`` ran."""
+    return phase_peaks(fn)["all"]
 
 
 def tensor_bytes(tensors) -> int:
@@ -109,49 +135,89 @@ def random_batch(task: str, n: int, image_size: int, context_length: int, vocab_
     return batch
 
 
-def _fit(sizes: tuple[int, int], peaks: tuple[int, int]) -> tuple[float, float]:
-    """(intercept, per-example slope) through two (batch, peak) points."""
+@dataclass(frozen=True)
+class StepFit:
+    """What a measured step allocates above its state as a function of the micro-batch: per phase (forward,
+    backward, ...) a line (fixed bytes, bytes per example) through two measured micro-batches.
+
+    A step's peak is the largest of its phases' peaks, and which phase is largest can change with the
+    micro-batch (a phase with a large fixed part, such as autocast's weight copies, wins at one example, the
+    one holding the activations at sixteen). A single line through the step's overall peaks at 1 and 2
+    examples then extrapolates from the wrong phase; a line per phase, maximised at the target micro-batch,
+    does not, as long as each phase's own peak grows linearly."""
+
+    lines: dict[str, tuple[float, float]]
+    sizes: tuple[int, int]
+
+    def phase_at(self, n: int) -> str:
+        return max(self.lines, key=lambda name: self.lines[name][0] + self.lines[name][1] * n)
+
+    def at(self, n: int) -> float:
+        fixed, slope = self.lines[self.phase_at(n)]
+        return fixed + slope * n
+
+    def per_example(self, n: int) -> float:
+        """Bytes per example of the phase that peaks at micro-batch ``n``."""
+        return self.lines[self.phase_at(n)][1]
+
+
+def _fit(sizes: tuple[int, int], peaks: list[dict[str, int]]) -> StepFit:
+    """A line per phase through two (micro-batch, peak) points."""
     (b1, b2), (p1, p2) = sizes, peaks
-    slope = (p2 - p1) / (b2 - b1)
-    return p1 - slope * b1, slope
+    phases = [name for name in p1 if name != "all"] or ["all"]
+    lines = {}
+    for name in phases:
+        slope = (p2[name] - p1[name]) / (b2 - b1)
+        lines[name] = (p1[name] - slope * b1, slope)
+    return StepFit(lines, tuple(sizes))
 
 
-def step_above_state(objective, make_batch, dtype=torch.bfloat16, sizes=(1, 2)) -> tuple[float, float]:
-    """(fixed, per-example) bytes one forward + backward of ``objective`` allocates above its state, with every
-    gradient allocated before it starts (as from the second micro-batch of an accumulated step on)."""
+def measure(run, make_batch, sizes=(1, 2), warm_up: bool = False) -> StepFit:
+    """A line per phase through the peaks of ``run(make_batch(n))`` at the two micro-batches ``sizes`` (phases:
+    the ``record_function(PHASE + name)`` ranges ``run`` opens; none: the whole run). The batch is made
+    outside the measured window. ``warm_up``: one unmeasured run first."""
+    if warm_up:
+        run(make_batch(sizes[0]))
+    peaks = []
+    for n in sizes:
+        batch = make_batch(n)
+        peaks.append(phase_peaks(lambda batch=batch: run(batch)))
+        del batch
+    return _fit(tuple(sizes), peaks)
+
+
+def step_above_state(objective, make_batch, dtype=torch.bfloat16, sizes=(1, 2)) -> StepFit:
+    """What one forward + backward of ``objective`` allocates above its state, per phase, with every gradient
+    allocated before it starts (as from the second micro-batch of an accumulated step on)."""
+    from torch.profiler import record_function
+
     params = [p for p in objective.parameters() if p.requires_grad]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    peaks = []
-    for n in (sizes[0], *sizes):  # a first, unmeasured run: the gradients it accumulates into are then tensors the
-        batch = make_batch(n)     # profiler saw allocated (it reports no free of a tensor allocated before it ran)
 
-        def run():
-            with torch.autocast("cpu", dtype=dtype):
-                loss = objective(batch)["loss"]
+    def run(batch):
+        with record_function(PHASE + "forward"), torch.autocast("cpu", dtype=dtype):
+            loss = objective(batch)["loss"]
+        with record_function(PHASE + "backward"):
             loss.backward()
 
-        peaks.append(allocated_peak(run))
-        del batch
-    peaks = peaks[1:]
+    # the unmeasured first run: the gradients it accumulates into are then tensors the profiler saw allocated (it
+    # reports no free of a tensor allocated before it ran)
+    fit = measure(run, make_batch, sizes, warm_up=True)
     for p in params:
         p.grad = None
-    return _fit(sizes, tuple(peaks))
+    return fit
 
 
-def inference_above_state(fn, make_batch, dtype=torch.bfloat16, sizes=(1, 2)) -> tuple[float, float]:
-    """(fixed, per-example) bytes ``fn(batch)`` allocates under no_grad and bf16 autocast."""
-    peaks = []
-    for n in sizes:
-        batch = make_batch(n)
+def inference_above_state(fn, make_batch, dtype=torch.bfloat16, sizes=(1, 2)) -> StepFit:
+    """What ``fn(batch)`` allocates under no_grad and bf16 autocast (one phase)."""
 
-        def run():
-            with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
-                fn(batch)
+    def run(batch):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            fn(batch)
 
-        peaks.append(allocated_peak(run))
-    return _fit(sizes, tuple(peaks))
+    return measure(run, make_batch, sizes)
 
 
 @dataclass
@@ -187,8 +253,8 @@ class JobEstimate:
 
 
 def training_estimate(rule: str, task: str, method: str, *, trained: int, frozen: int, micro_batch: int,
-                      accumulation: int, gpus: int, step: tuple[float, float], cuda: bool = True,
-                      probe: tuple[float, float] | None = None, probe_chunk: int = 0,
+                      accumulation: int, gpus: int, step: StepFit | tuple[float, float], cuda: bool = True,
+                      probe: StepFit | tuple[float, float] | None = None, probe_chunk: int = 0,
                       probe_outputs: float = 0.0, notes: str = "") -> JobEstimate:
     """A training job: ``trained`` / ``frozen`` parameter counts (float32), ``step`` = (fixed, per-example) from
     ``step_above_state``, ``probe`` likewise from ``inference_above_state`` of the probe's objective with
@@ -203,24 +269,32 @@ def training_estimate(rule: str, task: str, method: str, *, trained: int, frozen
     if cuda and gpus > 1:
         items["ddp buckets"] = 4.0 * trained
         state.append("ddp buckets")
-    items["step"] = step[0] + step[1] * micro_batch
+    items["step"] = _at(step, micro_batch)
     est.phases["forward/backward"] = state + ["step"]
     if cuda:
         items["adamw foreach temporary"] = 4.0 * trained
         est.phases["optimizer step"] = state + ["adamw foreach temporary"]
     if probe is not None:
-        items["probe chunk"] = probe[0] + probe[1] * probe_chunk + probe_outputs
+        items["probe chunk"] = _at(probe, probe_chunk) + probe_outputs
         est.phases["probe"] = state + ["probe chunk"]
     return est
 
 
 def inference_estimate(rule: str, task: str, method: str, *, params: int, batch: int,
-                       forward: tuple[float, float], notes: str = "") -> JobEstimate:
+                       forward: StepFit | tuple[float, float], notes: str = "") -> JobEstimate:
     est = JobEstimate(rule, task, method, 1, batch, 1, notes=notes)
     est.items["weights"] = 4.0 * params
-    est.items["forward"] = forward[0] + forward[1] * batch
+    est.items["forward"] = _at(forward, batch)
     est.phases["inference"] = ["weights", "forward"]
     return est
+
+
+def _at(fit, n: int) -> float:
+    """Bytes at micro-batch ``n`` of a ``StepFit`` or of a plain (fixed, per-example) pair."""
+    if isinstance(fit, StepFit):
+        return fit.at(n)
+    fixed, slope = fit
+    return fixed + slope * n
 
 
 def micro_batch(batch_size: int, gpus: int, accumulation: int) -> int:

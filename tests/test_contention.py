@@ -58,13 +58,13 @@ def test_the_test_workers_wait_as_the_cli_sets_it():
     assert proc.stdout.strip() == str(WAIT_SETTINGS)
 
 
-@pytest.mark.slow
 def _busy_loops() -> set[str]:
     """PIDs of running `python -c "while True: pass"` processes (the benchmark's competitors, or anyone's)."""
     listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return {line.split(None, 1)[0] for line in listing.splitlines() if line.strip().endswith("-c while True: pass")}
 
 
+@pytest.mark.very_slow  # runs the benchmark script: two timed pre-training jobs beside a busy process
 def test_bench_contention_prints_a_table_of_times_and_ratios(smoke_data, tmp_path, smoke_config_path):
     out = tmp_path / "runs.csv"
     before = _busy_loops()

@@ -287,6 +287,7 @@ def logs(work: Path) -> str:
 
 
 # ============================================================================== end to end through Snakemake
+@pytest.mark.very_slow  # a Snakemake run of the fetch and prepare rules
 def test_fetch_rules_end_to_end(tmp_path, server):
     """Clean download and build, a manual data set missing (clear message) then supplied, then
     `prepare` on the fetched files; nothing half-written along the way."""

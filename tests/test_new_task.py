@@ -51,7 +51,7 @@ def _verb(env, *args):
     return proc
 
 
-@pytest.mark.slow
+@pytest.mark.very_slow  # prepare, distill, evaluate and tables of a registered toy task
 def test_a_toy_fifth_task_runs_the_pipeline_without_library_edits(tmp_path, smoke_config_path, smoke_teacher):
     plugin = tmp_path / "plugin"
     plugin.mkdir()

@@ -206,7 +206,7 @@ def test_schedules_keep_late_rounds_and_the_default_is_unchanged():
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.mark.slow
+@pytest.mark.very_slow  # every new method trained end to end
 def test_every_new_method_trains_and_logs_what_it_measures(smoke_teacher, tmp_path):
     from conftest import optima_verb
 

@@ -81,6 +81,7 @@ def test_same_seed_gives_identical_logs_and_metrics(world, tmp_path):
     assert (tmp_path / "a/metrics.json").read_text() == (tmp_path / "b/metrics.json").read_text()
 
 
+@pytest.mark.very_slow  # five students twice: in one process and in their own
 def test_students_trained_in_one_process_match_their_own_processes(world, tmp_path):
     """distill.group_by: task trains a task's students in turn in one process; each must come out exactly
     as from its own process (the models' weights, the logs, the metrics), whatever ran before it."""
@@ -102,6 +103,7 @@ def test_students_trained_in_one_process_match_their_own_processes(world, tmp_pa
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
+@pytest.mark.very_slow  # two teachers fine-tuned and their students
 def test_per_seed_teachers_are_fine_tuned_with_the_seed_and_teach_only_it(world, tmp_path):
     """distill.teacher_seed: per_seed: `finetune --seed S` trains (and records) seed S's teacher, and a
     student of another seed is refused before anything is written; the student records its teacher's seed."""
@@ -135,6 +137,7 @@ def test_distill_output_flags_are_checked(world, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.very_slow  # a killed run, its resume and an uninterrupted run
 def test_sigkill_after_first_checkpoint_then_resume_matches(world, tmp_path):
     longer = ("--set", "distill.steps=30", "--set", "distill.checkpoint_every=4")
     distill(world, tmp_path / "whole", "optima", 0, *longer)
@@ -157,6 +160,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches(world, tmp_path):
     assert read_log(run / "train_log.csv") == read_log(tmp_path / "whole/train_log.csv")
 
 
+@pytest.mark.very_slow  # two torchrun processes against one
 def test_two_process_gloo_torchrun_matches_single_process(world, tmp_path):
     distill(world, tmp_path / "single", "layerwise", 1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

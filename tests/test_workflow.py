@@ -396,6 +396,7 @@ def _touch_all_outputs(work: Path, configfile: str) -> None:
     snakemake(work, "--touch", "--forceall", "--cores", "1", "--configfile", configfile)  # metadata for every job
 
 
+@pytest.mark.very_slow  # Snakemake plans after each of several config edits
 def test_a_config_change_reruns_only_the_jobs_that_read_it(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     _touch_all_outputs(work, "config/smoke.yaml")

@@ -247,6 +247,28 @@ def test_a_failure_names_the_file_and_keeps_the_old_folder(tmp_path, capsys, bre
     assert (out / "runs.csv").read_text() == "the previous publication"
 
 
+def test_each_optima_variant_gets_its_comparison_against_every_method(tmp_path):
+    """A run with a variant of OPTIMA (another reward) publishes the variant against every method as OPTIMA's own
+    comparison.* is, in the variant's folder beside its reward agreement: its verdicts against layerwise, uniform and
+    ts are then tables, not arithmetic in a write-up."""
+    results = tmp_path / "results"
+    methods = ("finetune", "layerwise", "optima", "optima-balanced")
+    fake = make_results(results, tasks=("vqa",), methods=methods, seeds=(0, 1))
+    assert main(["collect", "--out-dir", str(results / "eval"), *map(str, fake["metrics"])]) == 0
+    config = yaml.safe_load((REPO / "params.yaml").read_text())
+    config["distill"]["methods"]["optima-balanced"] = {"policy": "optima", "reward": "balanced"}
+    config["distill"]["run"] = list(methods)
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "published"
+    assert main(["publish", "--config", str(tmp_path / "experiment.yaml"), "--results", str(results), "--out",
+                 str(out), "--snakemake-log", str(_write_log(tmp_path / "s.log", "experiment.yaml", tmp_path))]) == 0
+    variant = out / "tables" / "optima-balanced"
+    assert {"comparison.md", "comparison.csv", "comparison.tex"} <= {p.name for p in variant.iterdir()}
+    compared = pd.read_csv(variant / "comparison.csv")
+    assert set(compared["reference"]) == {"optima-balanced"}, compared.columns.tolist()
+    assert {"finetune", "layerwise", "optima"} <= set(compared["baseline"])
+
+
 def test_an_overlay_is_merged_into_the_published_config(published, tmp_path, capsys):
     """snakemake --configfile CONFIG OVERLAY: the published config.yaml is the two merged (the overlay's paths.results
     also finds the results), the MANIFEST names the overlay; an overlay with an unknown key is an error naming it."""
@@ -316,6 +338,10 @@ def test_published_claims_regenerate(run, tmp_path):
     for variant in sorted(p for p in (folder / "tables").iterdir() if p.is_dir() and p.name != "vs-layerwise"):
         assert main(["agreement", "--runs", str(folder / "runs.csv"), "--rounds", str(folder / "rounds.csv"),
                      "--method", variant.name, "--out-dir", str(tmp_path / variant.name)]) == 0
+        if (variant / "comparison.md").is_file():  # the variant against every method (runs published since it exists)
+            assert main(["tables", "--config", str(folder / "config.yaml"), "--runs", str(folder / "runs.csv"),
+                         "--reference", variant.name, "--only", "comparison",
+                         "--out-dir", str(tmp_path / variant.name)]) == 0
     assert _files(tmp_path) == _files(folder / "tables")
     for name in _files(tmp_path):
         assert (tmp_path / name).read_bytes() == (folder / "tables" / name).read_bytes(), name
@@ -425,6 +451,9 @@ def test_a_run_published_in_pieces_regenerates_its_combined_tables(folder, tmp_p
     if (folder / "tables" / "vs-layerwise").is_dir():
         assert main(["tables", "--config", str(config), "--runs", *map(str, pieces), "--reference", "layerwise",
                      "--only", "comparison", "--out-dir", str(tmp_path / "vs-layerwise")]) == 0
+    for variant in sorted(p for p in (folder / "tables").iterdir() if p.is_dir() and p.name != "vs-layerwise"):
+        assert main(["tables", "--config", str(config), "--runs", *map(str, pieces), "--reference", variant.name,
+                     "--only", "comparison", "--out-dir", str(tmp_path / variant.name)]) == 0
     assert _files(tmp_path) == _files(folder / "tables")
     for name in _files(tmp_path):
         assert (tmp_path / name).read_bytes() == (folder / "tables" / name).read_bytes(), name

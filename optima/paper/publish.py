@@ -298,6 +298,9 @@ def publish(config_path, results, out, snakemake_log=None, log=None, run_commit=
         if has_layerwise_controls(published_config):
             write_tables(build / "runs.csv", build / "tables" / VS_LAYERWISE, published_config, reference="layerwise",
                          only=("comparison",))
+        for variant in optima_variants(published_config):  # each OPTIMA variant against every method, as OPTIMA is
+            write_tables(build / "runs.csv", build / "tables" / variant, published_config, reference=variant,
+                         only=("comparison",))
         write_figures(build / "runs.csv", build / "figures", published_config,
                       CompactLogs(build / "rounds.csv", build / "curves.csv", log), formats=["png"])
         if agreement_applies(published_config):  # does each reward rank modules as single-module runs do

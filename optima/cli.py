@@ -77,11 +77,12 @@ def _show_config_warnings_plainly(verb: str) -> None:
 
 # OpenMP threads that wait at a barrier spin only briefly before they sleep. libgomp's default (300,000 spins) keeps
 # a waiting thread on its core while its partner is descheduled: beside one busy process a 2-thread job ran 10x
-# slower. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but made the idle job 1.8x slower on a VM, where
-# waking a sleeping thread is dear; 3000 spins kept most of both (docs/benchmarks.md#a-job-on-a-busy-machine).
+# slower. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but made the idle job 1.7x slower on a VM, where
+# waking a sleeping thread is dear; 2000 spins keep a busy machine within a fair share (1.8x beside one busy
+# process, 2.4x beside two) for 1.17x when idle (docs/benchmarks.md#a-job-on-a-busy-machine).
 # libgomp reads these variables when torch loads, which every verb does later, inside run(); a user's own setting
 # of either wins. Jobs of one thread (every pipeline job but pre-training) have no barriers to wait at.
-WAIT_SETTINGS = {"GOMP_SPINCOUNT": "3000"}
+WAIT_SETTINGS = {"GOMP_SPINCOUNT": "2000"}
 
 
 def set_openmp_wait(environ=os.environ) -> None:

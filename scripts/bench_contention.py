@@ -32,7 +32,7 @@ BUSY = [sys.executable, "-c", "while True: pass"]
 # libgomp reads its variables when torch loads: loading torch before optima's CLI runs keeps the condition's own
 BEFORE = "import torch, sys; from optima.cli import main; sys.exit(main(sys.argv[1:]))"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-POLICIES = ("default", "passive", "spin=3000")
+POLICIES = ("default", "passive", "spin=2000")
 
 
 def policy_env(policy: str) -> dict[str, str]:

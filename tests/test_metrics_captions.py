@@ -2,7 +2,8 @@
 which must agree exactly), SPICE skipping, tokenizer alignment, and bad input.
 
 Each fixture evaluation starts METEOR's JVM, whose paraphrase tables alone take ~16 s of CPU; each
-runs once per module, and the second one (the official demo path) only with the slow tests."""
+runs once per module, and the second one (the official demo path) only with the slow tests. The first scores
+two sets with one JVM, as an evaluation job does (`reuse_meteor`)."""
 
 import json
 import subprocess
@@ -36,11 +37,16 @@ def _fixture_dicts():
 
 @pytest.fixture(scope="module")
 def dict_scores():
+    """The fixture's scores as an evaluation job computes them: its METEOR JVM has already scored another set
+    (here the first 100 images), so the exact match with the official demo's fresh scorer below also shows that
+    a reused METEOR gives a fresh one's scores."""
     _, references, predictions = _fixture_dicts()
     captions_module._spice_warned = False
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, captions_module.reuse_meteor():
         warnings.simplefilter("always")
+        first = list(references)[:100]
+        caption_scores({i: references[i] for i in first}, {i: predictions[i] for i in first}, spice="never")
         scores = caption_scores(references, predictions, spice="auto")
     print(f"caption_scores on the 1000-image fixture: {time.perf_counter() - start:.1f} s wall")
     return scores, [w for w in caught if issubclass(w.category, SpiceSkippedWarning)]
@@ -107,6 +113,41 @@ def test_official_demo_path_agrees_exactly(dict_scores, demo_scores):
     assert set(demo) == set(CAPTION_METRICS)
     assert {name: scores[name] for name in CAPTION_METRICS} == demo
     assert len(spice_warnings) == 1 and "the SPICE jar failed" in spice_warnings[0]
+
+
+def test_reuse_meteor_starts_one_scorer_per_block_and_stops_it_at_the_end(monkeypatch):
+    """Inside reuse_meteor() (an evaluation job) every call shares one METEOR scorer, nested blocks included, and
+    it is stopped when the outer block ends; outside, each call starts and stops its own."""
+    import gc
+
+    import pycocoevalcap.meteor.meteor as meteor_module
+
+    started, stopped = [], []
+
+    class CountingMeteor:
+        def __init__(self):
+            started.append(id(self))
+
+        def compute_score(self, gts, res):
+            return 0.25, [0.25] * len(gts)
+
+        def __del__(self):
+            stopped.append(id(self))
+
+    monkeypatch.setattr(meteor_module, "Meteor", CountingMeteor)
+    gts, res = {1: ["a cat"]}, {1: ["a cat"]}
+    with captions_module.reuse_meteor():
+        assert captions_module._meteor_score(gts, res) == 0.25
+        with captions_module.reuse_meteor():
+            assert captions_module._meteor_score(gts, res) == 0.25
+        assert captions_module._meteor_score(gts, res) == 0.25
+        assert len(started) == 1 and stopped == []
+    gc.collect()
+    assert stopped == started
+    captions_module._meteor_score(gts, res)
+    captions_module._meteor_score(gts, res)
+    gc.collect()
+    assert len(started) == 3 and len(stopped) == 3
 
 
 def test_failing_spice_jar_is_skipped_with_a_warning(monkeypatch):

@@ -24,6 +24,7 @@ def run(args) -> int:
     from optima.data.tokenizers import load_tokenizer
     from optima.runs import metrics_record, read_run_info
     from optima.errors import CheckpointError, ConfigError, TrainingError
+    from optima.eval.captions import reuse_meteor
     from optima.eval.evaluate import check_finite_model, evaluate
     from optima.io import atomic_write_json, check_writable
     from optima.tasks import load_task_model
@@ -54,10 +55,11 @@ def run(args) -> int:
         except TrainingError as exc:
             raise CheckpointError(f"{run_dir}: {exc}; retrain it (e.g. with a lower learning rate), "
                                   "nothing was written") from None
-    for run_dir, info, out in zip(args.runs, infos, outs):
-        task_model = load_task_model(run_dir).to(runtime.device)
-        scores = evaluate(task_model, dataset, tokenizer, config["eval"], runtime.device, runtime.autocast)
-        atomic_write_json(out, metrics_record(info, split, scores))
-        print(f"{info['task']} {info['method']} seed {info['seed']} ({split}): "
-              + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()), flush=True)
+    with reuse_meteor():  # one METEOR JVM for every captioning run of the job
+        for run_dir, info, out in zip(args.runs, infos, outs):
+            task_model = load_task_model(run_dir).to(runtime.device)
+            scores = evaluate(task_model, dataset, tokenizer, config["eval"], runtime.device, runtime.autocast)
+            atomic_write_json(out, metrics_record(info, split, scores))
+            print(f"{info['task']} {info['method']} seed {info['seed']} ({split}): "
+                  + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()), flush=True)
     return 0

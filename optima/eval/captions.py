@@ -46,6 +46,37 @@ class SpiceSkippedWarning(UserWarning):
 
 
 _spice_warned = False
+_shared_meteor: dict = {"depth": 0, "scorer": None}  # the METEOR scorer of the innermost reuse_meteor() block
+
+
+@contextlib.contextmanager
+def reuse_meteor():
+    """Inside this block every caption evaluation scores METEOR with one JVM, started at the first and stopped at
+    the end: each start costs about 15 s of CPU (the JVM and METEOR's paraphrase tables), and an evaluation job
+    scores a teacher and all its students. METEOR scores each call's segments on their own, so the scores are
+    those of a fresh scorer."""
+    _shared_meteor["depth"] += 1
+    try:
+        yield
+    finally:
+        _shared_meteor["depth"] -= 1
+        if _shared_meteor["depth"] == 0 and _shared_meteor["scorer"] is not None:
+            scorer, _shared_meteor["scorer"] = _shared_meteor["scorer"], None
+            del scorer  # its __del__ stops the METEOR JVM now rather than at interpreter exit
+
+
+def _meteor_score(gts, res) -> float:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    if _shared_meteor["depth"]:
+        if _shared_meteor["scorer"] is None:
+            _shared_meteor["scorer"] = Meteor()
+        return float(_shared_meteor["scorer"].compute_score(gts, res)[0])
+    scorer = Meteor()
+    try:
+        return float(scorer.compute_score(gts, res)[0])
+    finally:
+        del scorer  # its __del__ stops the METEOR JVM now rather than at interpreter exit
 
 
 def caption_scores(
@@ -69,7 +100,6 @@ def caption_scores(
     require_java()
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
     # One tokenizer JVM for both sides (COCOEvalCap starts two); PTB tokenizes line by line, so the
@@ -82,11 +112,7 @@ def caption_scores(
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
     if meteor:
-        scorer = Meteor()
-        try:
-            scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
-        finally:
-            del scorer  # its __del__ stops the METEOR JVM now rather than at interpreter exit
+        scores["METEOR"] = _meteor_score(gts, res)
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     if _spice_can_run(spice):

@@ -32,6 +32,7 @@ def rule_edges(dot: str) -> set[tuple[str, str]]:
     return {(labels[a], labels[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dot)}
 
 
+@pytest.mark.very_slow  # two paper-scale dry runs
 @pytest.mark.parametrize("profile", [None, "workflow/profiles/slurm"])
 def test_paper_dry_run_plans_fetch_to_tables(work, profile):
     args = ["--configfile", "config/paper.yaml"] + (["--profile", profile] if profile else [])

@@ -58,6 +58,7 @@ def test_the_gpu_wrapper_explains_a_missing_gpu_instead_of_crashing(tmp_path):
     assert "Traceback" not in proc.stderr and "Found no NVIDIA driver" not in proc.stderr
 
 
+@pytest.mark.very_slow  # the acceptance check on a CPU stand-in: a few training steps of each GPU rule
 def test_a_stand_in_run_within_its_budget_passes(tmp_path):
     proc, rows = check(tmp_path, "--tasks", "captions", "--methods", "layerwise", "optima", "--budget-gb", "5",
                        "--peak-tflops", "0.00001")
@@ -71,6 +72,7 @@ def test_a_stand_in_run_within_its_budget_passes(tmp_path):
     assert images and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in images)  # JPEG files the loader decodes
 
 
+@pytest.mark.very_slow  # three acceptance checks made to fail, on a CPU stand-in
 @pytest.mark.parametrize("name,args,reason", [
     ("memory", ["--budget-gb", "0.001", "--peak-tflops", "0.00001"], "peak memory"),
     ("throughput", ["--budget-gb", "5", "--peak-tflops", "1000"], "of the bf16 peak < 20%"),

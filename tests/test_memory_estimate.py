@@ -133,6 +133,7 @@ def test_cuda_allowances_and_phases():
     assert est.total == est.allocated * (1 + memory.FRAGMENTATION) + memory.CONTEXT_BYTES
 
 
+@pytest.mark.very_slow  # the estimate script end to end on a stand-in model
 def test_script_names_the_card_of_the_profile_and_fails_a_job_that_does_not_fit(tmp_path):
     """The script on a stand-in (nano teacher, small shapes, captions: the decoding and the probe included):
     every GPU rule gets a row; a card too small for them makes it exit 1 naming the largest job."""

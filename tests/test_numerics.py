@@ -21,6 +21,7 @@ def test_ci_reruns_the_numerics_tests_on_generic_kernels_after_the_readme_line_a
     assert re.search(r'"numerics: ', (REPO / "pyproject.toml").read_text())  # the marker is declared
 
 
+@pytest.mark.very_slow  # a second collection of the whole suite
 def test_numerics_tests_are_collected():
     proc = subprocess.run([str(REPO / ".venv/bin/python"), "-m", "pytest", "--collect-only", "-q", "-m", "numerics",
                            "-p", "no:cacheprovider", "-n", "0"], cwd=REPO, capture_output=True, text=True)

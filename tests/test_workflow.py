@@ -201,6 +201,7 @@ def test_per_seed_teachers_pair_each_student_seed_with_its_own_teacher(workdir, 
          "eval": {**config["eval"], "group_by": "run"}})
 
 
+@pytest.mark.very_slow  # a paper-scale plan over every official file
 def test_paper_scale_dry_run_reads_the_official_files(tmp_path):
     """config/paper.yaml: one job list like every scale, plus one fetch job per manifest resource
     (tests/test_cluster_profiles.py checks the order); official files a lab supplies from elsewhere
@@ -313,6 +314,7 @@ def test_paper_and_full_scales_are_what_they_claim():
     assert any("window" in o and o["window"] for o in options) and any(o.get("gamma") for o in options)
 
 
+@pytest.mark.very_slow  # a dry run per profile
 def test_profiles_name_existing_rules(workdir):
     """The profiles' per-rule threads/resources must follow rule renames; the local one must load."""
     rules = set(snakemake(workdir, "--list-rules").stdout.split())  # eval.group_by: task ...

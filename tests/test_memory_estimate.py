@@ -146,6 +146,7 @@ def test_script_names_the_card_of_the_profile_and_fails_a_job_that_does_not_fit(
         [sys.executable, str(REPO / "scripts/memory_estimate.py"), "--config", "config/paper.yaml", "--set",
          "model.teacher=optima-nano-teacher", "--set", "data.image_size=32", "--set", "data.tokenizer=word", "--set",
          "data.context_length=12", "--set", "eval.decode.max_length=8", "--tasks", "captions", "--threads", "1",
+         "--sizes", "1", "2",  # at these shapes the probe is then the optima job's largest phase
          "--csv", str(tmp_path / "memory.csv"), "--profile", str(profile)],
         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -6,7 +6,7 @@ A job's peak on one GPU is the sum of
   and the trained student), AdamW's two float32 moments and the float32 gradients of the trained parameters;
 * what **one step allocates above that state**, measured: the CPU allocator's statistics (the torch profiler's
   memory events, which report every allocation and free of torch's CPU allocator) over one forward and
-  backward of the job's real objective under bf16 autocast, at micro-batch 1 and 2 with the gradients
+  backward of the job's real objective under bf16 autocast, at two micro-batches (the script: 2 and 3) with the gradients
   already allocated. Each phase (forward, backward) gets its own line through its two peaks, and the job's
   micro-batch (batch / GPUs / accumulation steps) takes the largest phase there (``StepFit``): which phase
   peaks can change between one example and sixteen, and one line through the whole step's peaks would

@@ -132,28 +132,12 @@ def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
         if item.get_closest_marker("slow") is None:
             return 2
-        if "smoke_teacher" in getattr(item, "fixturenames", ()):
-            return 1
-        return -1 if _independent(item) else 0
+        return 1 if "smoke_teacher" in getattr(item, "fixturenames", ()) else 0
 
     module_rank: dict[str, int] = {}
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        module_rank[module] = min(module_rank.get(module, 2), max(rank(item), 0))
-    # a slow test that shares no module or class fixture (the smoke pipeline end to end, the longest) goes first of all:
-    # xdist hands tests out in this order, and one started last would run alone at the end
-    front = [item for item in items if rank(item) == -1]
-    for item in front:
-        module_rank[item.nodeid] = -1
+        module_rank[module] = min(module_rank.get(module, 2), rank(item))
     first_seen = {module: i for i, module in reversed(list(enumerate(i.nodeid.split("::", 1)[0] for i in items)))}
-    items.sort(key=lambda item: (module_rank.get(item.nodeid, module_rank[item.nodeid.split("::", 1)[0]]),
-                                 first_seen[item.nodeid.split("::", 1)[0]], rank(item)))
-
-
-def _independent(item) -> bool:
-    """Whether a test uses only function- and session-scoped fixtures (moving it away from its module then sets up
-    nothing twice)."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return all(defs[-1].scope in ("function", "session") for defs in info.name2fixturedefs.values() if defs)
+    items.sort(key=lambda item: (module_rank[item.nodeid.split("::", 1)[0]], first_seen[item.nodeid.split("::", 1)[0]],
+                                 rank(item)))

@@ -147,7 +147,6 @@ class StepFit:
     does not, as long as each phase's own peak grows linearly."""
 
     lines: dict[str, tuple[float, float]]
-    sizes: tuple[int, int]
 
     def phase_at(self, n: int) -> str:
         return max(self.lines, key=lambda name: self.lines[name][0] + self.lines[name][1] * n)
@@ -169,7 +168,7 @@ def _fit(sizes: tuple[int, int], peaks: list[dict[str, int]]) -> StepFit:
     for name in phases:
         slope = (p2[name] - p1[name]) / (b2 - b1)
         lines[name] = (p1[name] - slope * b1, slope)
-    return StepFit(lines, tuple(sizes))
+    return StepFit(lines)
 
 
 def measure(run, make_batch, sizes=(1, 2), warm_up: bool = False) -> StepFit:

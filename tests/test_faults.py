@@ -241,8 +241,8 @@ def test_a_bad_latest_checkpoint_falls_back_to_the_previous_one(loop_parts, tmp_
     _train(loop_parts, tmp_path / "run")
     latest = ckpt.latest_checkpoint(tmp_path / "run")
     CORRUPTIONS[corruption](latest)
-    with pytest.warns(ckpt.CheckpointWarning, match=rf"skipped checkpoint .*step_0000012, resuming from the previous "
-                                                    rf"one .*step_0000008 \(delete .*step_0000012"):
+    with pytest.warns(ckpt.CheckpointWarning, match=r"skipped checkpoint .*step_0000012, resuming from the previous "
+                                                    r"one .*step_0000008 \(delete .*step_0000012"):
         resumed, log = _train(loop_parts, tmp_path / "run")
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)  # the same result as an uninterrupted run, not a silently different one

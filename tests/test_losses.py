@@ -159,7 +159,7 @@ def test_identical_student_has_zero_distillation_losses_end_to_end():
     every_layer = {m: range(4) for m in twin_map}
     with torch.no_grad(), FeatureTaps(teacher, every_layer) as taps:
         teacher_logits = teacher(image, text)["logits"]
-        teacher_features, masks = dict(taps.features), taps.masks
+        teacher_features = dict(taps.features)
     for student, layer_map in ((twin.double().eval(), twin_map), (half.double().eval(), half_map)):
         with FeatureTaps(student, {m: range(len(layer_map[m])) for m in layer_map}) as taps:
             logits = student(image, text)["logits"]

@@ -30,6 +30,7 @@ the tests check the thresholds this way.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -107,14 +108,13 @@ def generate_jpeg_data(task: str, config: dict, out: Path, train_images: int, si
     """A prepared synthetic data set of ``task`` whose every image file holds a JPEG of ``size`` (the loaders
     decode by content): ``train_images`` training images, a few for validation and test."""
     import copy
+    import json
+    import shutil
 
     from PIL import Image
 
     from optima.data.formats import IMAGE_DIR
     from optima.data.prepare import prepare
-
-    import json
-    import shutil
 
     if (out / "prepared.json").is_file():  # reused when it has the images asked for
         made = json.loads((out / "prepared.json").read_text())
@@ -175,7 +175,6 @@ def train_steps(model, objective, dataset, runtime, batch_per_gpu: int, accumula
                 lr: float, grad_clip, num_workers: int, seed: int, callbacks=None) -> dict:
     """``warmup + steps`` optimisation steps through the loop's own step and loader; per-rank timing of the
     timed steps (data wait apart from compute; the callbacks' probe outside both) and FLOPs of one step."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from optima.distill.loop import optimisation_step
@@ -391,9 +390,9 @@ def run(args) -> int:
                 objective = TaskObjective(teacher)
                 model = _ddp(objective, runtime)
                 measure = Measure(runtime, tensor_bytes(objective.parameters()))
-                result = measure.run(lambda: train_steps(model, objective, full_train, runtime, batch, accumulation,
-                                                         args.steps, args.warmup, ft["lr"], ft["grad_clip"], workers,
-                                                         0))
+                result = measure.run(functools.partial(train_steps, model, objective, full_train, runtime, batch,
+                                                       accumulation, args.steps, args.warmup, ft["lr"],
+                                                       ft["grad_clip"], workers, 0))
                 record(_row("finetune", task, "teacher", runtime, batch, math.ceil(batch / accumulation),
                             accumulation, result, measure, budget, peak), training=True)
             except (torch.OutOfMemoryError, OptimaError, RuntimeError) as exc:

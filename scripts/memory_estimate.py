@@ -11,7 +11,7 @@ on them), counts their state and measures what one step allocates above it on th
 (forward, backward) extrapolated to the job's micro-batch: batch / the rule's GPUs in the profile
 (``set-resources``) / ``accumulation_steps``. The card is the profile's (its ``# GPU: NAME (N GB)`` line) unless ``--gpu NAME=GB`` says otherwise. A job fits when its
 allocated peak plus 10 % fragmentation plus 1 GB of CUDA context is within the card. Exit status 1 when one
-does not. At paper scale (coca_ViT-L-14) it takes about an hour per task on 2 CPU cores.
+does not. At paper scale (coca_ViT-L-14) it takes about 8 minutes per task on 2 CPU cores.
 
 Distillation is measured once per task with every loss term (task, KD, every module's layer losses: the
 layerwise step) and every method is bounded by it (``--measure each`` measures each method's own terms:

@@ -76,10 +76,8 @@ def main(argv=None) -> int:
                         help="distillation: measure the step with every loss term once per task and bound every "
                              "method by it (largest, the default), or measure each method's own terms (each)")
     parser.add_argument("--threads", type=int, default=2)
-    # not 1: at one example the CPU's bf16 step takes another path (the CoCa-L distillation forward: 1.0 GB at 1
-    # example, then 2.64, 2.82, 3.01 GB at 2, 3, 4), so a line through 1 and 2 reads a one-time jump as a slope
-    parser.add_argument("--sizes", type=int, nargs=2, default=[2, 3], metavar=("B1", "B2"),
-                        help="the two micro-batches measured (default 2 3); each phase of a step (forward, backward) "
+    parser.add_argument("--sizes", type=int, nargs=2, default=list(memory.SIZES), metavar=("B1", "B2"),
+                        help="the two micro-batches measured (default %(default)s, not 1: see optima.distill.memory.SIZES); each phase of a step (forward, backward) "
                              "gets its own line through them (docs/paper-scale.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -187,7 +187,6 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             _, student, _ = build_objective(task, config, teacher, num_classes, 1.0, 2.0, 1.0)
             for rule, who, model in ((eval_rules[0], "teacher", teacher), (eval_rules[1], "student", student)):
-                model = model.eval()
                 if spec.captioning:
                     from optima.models.decoding import generate_captions
 
@@ -199,10 +198,20 @@ def main(argv=None) -> int:
                 else:
                     def run(batch, model=model):
                         model(batch)["logits"].float().argmax(-1)
-                forward = memory.inference_above_state(run, make_batch, sizes=sizes)
+                forward = memory.evaluation_above_state(model, run, make_batch, sizes=sizes)
+                caches = 0
+                if spec.captioning:  # decoding's key/value caches, counted (the measured line misses them)
+                    from optima.models.decoding import unwrap_coca
+
+                    coca_of = unwrap_coca(model)
+                    with torch.no_grad():
+                        image_tokens = coca_of._encode_image(make_batch(1)["image"])[1].shape[1]
+                    caches = memory.beam_cache_bytes(coca_of, image_tokens,
+                                                     decode["beam_size"] if decode["method"] == "beam" else 1,
+                                                     decode["max_length"])
                 est = memory.inference_estimate(
                     rule, task, who, params=sum(p.numel() for p in model.parameters()), batch=batch_size,
-                    forward=forward, notes=f"batch {batch_size}"
+                    forward=forward, caches_per_example=caches, notes=f"batch {batch_size}"
                     + (f", {decode['method']} search (beam {decode['beam_size']}, {decode['max_length']} tokens)"
                        if spec.captioning else ""))
                 estimates.append(est)
@@ -224,7 +233,7 @@ def main(argv=None) -> int:
                "weights_gb": items.get("weights", 0) / GB,
                "optimizer_gb": (items.get("adamw moments", 0) + items.get("gradients", 0)
                                 + items.get("ddp buckets", 0)) / GB,
-               "step_gb": (items.get("step", 0) or items.get("forward", 0)) / GB,
+               "step_gb": (items.get("step", 0) or items.get("forward", 0) + items.get("key/value caches", 0)) / GB,
                "probe_gb": items.get("probe chunk", 0) / GB, "peak_phase": est.peak_phase,
                "allocated_gb": est.allocated / GB, "needs_gb": est.total / GB, "card": card_name,
                "card_gb": card / GB, "fits": fits, "notes": est.notes}

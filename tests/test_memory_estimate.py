@@ -4,7 +4,7 @@ A scaled-down model (the packaged optima-tiny CoCa with open_clip's 49,408-token
 transients of captioning's logits weigh as at paper scale) trains two whole optimisation steps on the CPU
 through the loop's own ``optimisation_step`` under bf16 autocast, AdamW state and all; the peak is read from
 the CPU allocator's statistics (the profiler's memory events) and added to the weights that existed before.
-The estimate, extrapolated from micro-batches of 1 and 2 examples, must be at least that peak and exceed it
+The estimate, extrapolated from the micro-batches ``memory.SIZES`` (2 and 3 examples), must be at least that peak and exceed it
 by no more than the gradients (which the estimate counts for the whole step, while a step whose gradients
 were freed allocates them as it frees activations) plus 3 % (measured: within 0.1 % of that bound with
 accumulation, where the gradients exist throughout, and just below it without).
@@ -91,6 +91,70 @@ def test_estimate_bounds_the_measured_peak_of_whole_steps(kind, task, num_classe
     if task == "captions":  # there the check is about activations and loss transients, not only weights
         assert step.per_example(estimate.micro_batch) * estimate.micro_batch > 0.25 * estimate.allocated
 
+
+
+def test_evaluation_estimate_bounds_the_evaluate_jobs_peak_whatever_state_the_model_is_in():
+    """The evaluation estimate against ``predict_labels`` (the evaluate job's own loop) on a model as the job loads
+    it, weights requiring grad, so that autocast keeps a bf16 copy of every linear weight for the batch. The
+    estimate is given the model frozen, as ``build_objective`` leaves the teacher: measured as it is, that copy
+    would be missing. A small vocabulary, so that the linear weights autocast copies are most of the model."""
+    from optima.eval.evaluate import predict_labels
+    from optima.tasks import get_task
+
+    vocab, num_classes = 1000, 50
+
+    def task_model():
+        torch.manual_seed(0)
+        return create_task_model("vqa", create_coca("optima-tiny-teacher", vocab_size=vocab, context_length=CONTEXT),
+                                 num_classes).eval()
+
+    def make_batch(n):
+        return memory.random_batch("vqa", n, IMAGE, CONTEXT, vocab, num_classes)
+
+    batch, id_key = make_batch(BATCH), get_task("vqa").prediction_id
+    dataset = [{**{key: value[i] for key, value in batch.items()}, id_key: i} for i in range(BATCH)]
+    loaded = task_model()
+    params = sum(p.numel() for p in loaded.parameters())
+    peak = 4 * params + memory.allocated_peak(
+        lambda: predict_labels(loaded, dataset, BATCH, torch.device("cpu"), BF16.autocast))
+    peak -= memory.tensor_bytes(batch.values())  # the loader's collated batch: the estimate measures from a made one
+
+    frozen = task_model().requires_grad_(False)
+
+    def run(b):
+        frozen(b)["logits"].float().argmax(-1)
+
+    def estimate(forward):
+        return memory.inference_estimate("evaluate", "vqa", "m", params=params, batch=BATCH, forward=forward).allocated
+
+    held = estimate(memory.evaluation_above_state(frozen, run, make_batch))
+    assert not any(p.requires_grad for p in frozen.parameters())  # its flags are restored
+    as_frozen = estimate(memory.inference_above_state(run, make_batch))
+    # to within the job's few bookkeeping bytes (the predicted labels, the finiteness check: 64 bytes here)
+    assert 0.999 * peak <= held <= 1.03 * peak, f"measured {peak / 1e6:.2f} MB, estimated {held / 1e6:.2f} MB"
+    assert as_frozen < peak - 0.5e6, "the frozen model's measurement should miss autocast's weight copies"
+
+
+def test_beam_cache_allowance_counts_the_caches_beam_search_keeps():
+    """``beam_cache_bytes`` against the tensors a ``CachedStepper`` holds after a whole beam-search decode under
+    bf16 autocast: every beam's cross-attention keys and values and both towers' self-attention caches. The
+    allowance is twice that (old and new copies while ``select`` reorders the beams), less the position the
+    last step never caches."""
+    from optima.models.decoding import CachedStepper
+
+    images, beams, max_length = 3, 2, 10
+    torch.manual_seed(0)
+    coca = create_coca("optima-tiny-teacher", vocab_size=VOCAB, context_length=CONTEXT).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, image_embs = coca._encode_image(torch.randn(images, 3, IMAGE, IMAGE))
+        stepper = CachedStepper(coca, image_embs)
+        stepper.select(torch.arange(images).repeat_interleave(beams))
+        for _ in range(max_length - 1):
+            stepper.step(torch.randint(3, VOCAB, (images * beams,)))
+    held = memory.tensor_bytes(t for pair in stepper.cross_keys + stepper.text_cache + stepper.decoder_cache
+                               for t in pair)
+    allowance = memory.beam_cache_bytes(coca, image_embs.shape[1], beams, max_length) * images
+    assert held <= allowance / 2 <= 1.1 * held, f"held {held}, allowance {allowance}"
 
 def test_a_line_per_phase_follows_the_phase_that_wins_at_the_target_micro_batch():
     """A step whose first phase holds 8 MB whatever the batch and whose second holds 1 MB per example: at 1 and 2

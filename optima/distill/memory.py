@@ -223,6 +223,34 @@ def inference_above_state(fn, make_batch, dtype=torch.bfloat16, sizes=SIZES) -> 
     return measure(run, make_batch, sizes)
 
 
+
+def evaluation_above_state(model, run, make_batch, dtype=torch.bfloat16, sizes=SIZES) -> StepFit:
+    """What ``run(batch)`` allocates evaluating ``model`` held as ``optima evaluate`` holds a loaded model: in eval
+    mode, its weights requiring grad, so autocast keeps a bf16 copy of every weight it casts for the whole batch
+    (1.3 GB for coca_ViT-L-14); a frozen model would cast them anew per op and free them. ``model``'s flags are
+    restored afterwards."""
+    training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(True)
+    try:
+        return inference_above_state(run, make_batch, dtype, sizes)
+    finally:
+        model.train(training)
+        for parameter, flag in zip(model.parameters(), flags):
+            parameter.requires_grad_(flag)
+
+
+def beam_cache_bytes(coca, image_tokens: int, beam_size: int, max_length: int, dtype_bytes: int = 2) -> int:
+    """Bytes per image of beam search's key/value caches (``optima.models.decoding.CachedStepper``) at their
+    largest: every beam's cross-attention keys and values of the image tokens, projected once, and the
+    self-attention caches of both text towers at ``max_length`` positions; twice, since reordering the beams
+    (``select``) copies every cache before the old ones are freed. Counted, not measured: on the CPU the peak
+    at a few images comes from a phase of fixed size (the captions teacher's evaluation grew 3.7 MB per image
+    at 2 and 3 images, where these caches hold 35 MB), so a line through them misses the caches."""
+    text, decoder = coca.text, coca.text_decoder
+    positions = (len(decoder.cross_attn) * image_tokens + len(decoder.resblocks) * max_length) * decoder.width \
+        + len(text.transformer.resblocks) * max_length * text.width
+    return 2 * (2 * beam_size * dtype_bytes * positions)  # (keys + values) per beam; old and new copies
+
 @dataclass
 class JobEstimate:
     """One GPU job's memory on one GPU: ``items`` (name -> bytes) summed by phase."""
@@ -284,11 +312,14 @@ def training_estimate(rule: str, task: str, method: str, *, trained: int, frozen
 
 
 def inference_estimate(rule: str, task: str, method: str, *, params: int, batch: int,
-                       forward: StepFit | tuple[float, float], notes: str = "") -> JobEstimate:
+                       forward: StepFit | tuple[float, float], caches_per_example: float = 0,
+                       notes: str = "") -> JobEstimate:
+    """``caches_per_example``: what decoding keeps per example beyond the measured line (``beam_cache_bytes``)."""
     est = JobEstimate(rule, task, method, 1, batch, 1, notes=notes)
     est.items["weights"] = 4.0 * params
     est.items["forward"] = _at(forward, batch)
-    est.phases["inference"] = ["weights", "forward"]
+    est.items["key/value caches"] = caches_per_example * batch
+    est.phases["inference"] = ["weights", "forward", "key/value caches"]
     return est
 
 

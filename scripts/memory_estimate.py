@@ -77,8 +77,9 @@ def main(argv=None) -> int:
                              "method by it (largest, the default), or measure each method's own terms (each)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs=2, default=list(memory.SIZES), metavar=("B1", "B2"),
-                        help="the two micro-batches measured (default %(default)s, not 1: see optima.distill.memory.SIZES); each phase of a step (forward, backward) "
-                             "gets its own line through them (docs/paper-scale.md)")
+                        help="the two micro-batches measured (default %(default)s, not 1: see "
+                             "optima.distill.memory.SIZES); each phase of a step (forward, backward) gets its own "
+                             "line through them (docs/paper-scale.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)

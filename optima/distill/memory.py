@@ -223,7 +223,6 @@ def inference_above_state(fn, make_batch, dtype=torch.bfloat16, sizes=SIZES) -> 
     return measure(run, make_batch, sizes)
 
 
-
 def evaluation_above_state(model, run, make_batch, dtype=torch.bfloat16, sizes=SIZES) -> StepFit:
     """What ``run(batch)`` allocates evaluating ``model`` held as ``optima evaluate`` holds a loaded model: in eval
     mode, its weights requiring grad, so autocast keeps a bf16 copy of every weight it casts for the whole batch
@@ -250,6 +249,7 @@ def beam_cache_bytes(coca, image_tokens: int, beam_size: int, max_length: int, d
     positions = (len(decoder.cross_attn) * image_tokens + len(decoder.resblocks) * max_length) * decoder.width \
         + len(text.transformer.resblocks) * max_length * text.width
     return 2 * (2 * beam_size * dtype_bytes * positions)  # (keys + values) per beam; old and new copies
+
 
 @dataclass
 class JobEstimate:
